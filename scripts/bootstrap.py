@@ -5,7 +5,9 @@ named by a hash of the Python version, the pins in ``pyproject.toml`` and the lo
 second run (or a second clone) reuses it and a change of pins builds a new one. Uses only the
 standard library; prints the environment's ``bin`` directory on stdout, progress on stderr.
 
-Usage: ``python3 scripts/bootstrap.py [--dev]``
+One environment serves both README commands (runtime, test and lint tools together).
+
+Usage: ``python3 scripts/bootstrap.py``
 """
 
 from __future__ import annotations
@@ -25,13 +27,10 @@ LOCK_FILE = ROOT / "requirements.lock"
 COMPLETE_MARKER = ".free-fed-complete"
 
 
-def requirements(dev: bool) -> list[str]:
-    """Pinned requirements from pyproject.toml (runtime, plus the dev group if asked)."""
+def requirements() -> list[str]:
+    """Pinned requirements from pyproject.toml: runtime plus the dev group."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    reqs = list(meta["project"]["dependencies"])
-    if dev:
-        reqs += meta["dependency-groups"]["dev"]
-    return reqs
+    return [*meta["project"]["dependencies"], *meta["dependency-groups"]["dev"]]
 
 
 def env_key(reqs: list[str]) -> str:
@@ -70,13 +69,11 @@ def build(venv: Path, reqs: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Ensure the environment exists; print its bin directory."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dev", action="store_true", help="include test and lint tools")
-    args = parser.parse_args(argv)
-    reqs = requirements(args.dev)
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    reqs = requirements()
     cache = Path(os.environ.get("FREEFED_CACHE", Path.home() / ".cache" / "free-fed"))
     cache.mkdir(parents=True, exist_ok=True)
-    venv = cache / f"venv-{'dev-' if args.dev else ''}{env_key(reqs)}"
+    venv = cache / f"venv-{env_key(reqs)}"
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build it only once
         if not (venv / COMPLETE_MARKER).exists():

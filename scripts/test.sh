@@ -4,7 +4,7 @@
 # to pytest (e.g. `scripts/test.sh -m "not integration"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="$(python3 scripts/bootstrap.py --dev)"
+BIN="$(python3 scripts/bootstrap.py)"
 export PATH="$BIN:$PATH"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=2

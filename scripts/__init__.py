@@ -1,0 +1,1 @@
+"""Command-line scripts, run as ``python -m scripts.<name>``."""
