@@ -1,0 +1,1 @@
+"""Renderer of the embedded glyph benchmark (see ``scripts/render_glyphs.py``)."""
