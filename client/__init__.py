@@ -1,0 +1,1 @@
+"""FREE-Fed data-owner side: local training, the Flower ClientApp and the edge runtime."""

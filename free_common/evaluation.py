@@ -1,0 +1,341 @@
+"""Meta-test protocol: N-way K-shot accuracy of an initialisation over many sampled tasks.
+
+Two adaptation rules, both applied to a *copy* of the model (the input is never touched):
+
+- ``"finetune"`` (the MAML protocol, notes/free-algorithm.md section 2.7): start from
+  the initialisation and take ``steps`` plain SGD steps (default 10, lr 0.01) on the
+  support cross-entropy, updating every parameter; then classify the query set.
+- ``"proto"``: nearest class centroid (squared Euclidean) of ``forward_features``; the
+  head is unused.
+
+BatchNorm follows the MAML convention: the copy is rebuilt with ``batch_stats=True`` from
+the model's spec, so every forward normalises with the statistics of its own batch and
+the source model's running statistics are ignored. Fine-tuning forwards the support set
+(N*K images) for each step and then the query set (N*Q images) as one batch; proto mode
+embeds support and query together in one batch of N*(K+Q) images, so both share one set
+of statistics (transductive, like the MAML query batch).
+
+Head: fine-tuning needs ``n_way`` outputs. When the initialisation's head has another
+output count (a client's classifier, say), it is replaced by a freshly initialised
+``n_way`` head (``reset_classifier``), seeded from ``seed`` so every call is identical;
+when the count already equals ``n_way`` (a meta-learner) the learned head is kept.
+
+Reported figure: mean task accuracy and the 95% confidence half-width
+``1.96 * std / sqrt(n_tasks)`` (population std, ``ddof=0``), as in the FREE/MAML code.
+Accuracies are fractions in [0, 1]; :meth:`EvalResult.format` prints percentages.
+
+Pairing: the tasks depend only on ``(data, n_way, k_shot, q_query, seed)``, so every
+method evaluated with the same seed sees the same tasks. Model selection is done on
+meta-val only: evaluate candidates on the val split with :func:`select_best` (or
+:func:`evaluate` directly), then report the chosen one once on meta-test.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+from torch.func import functional_call
+from tqdm import tqdm
+
+from free_common.data.base import ClassImages
+from free_common.data.episodes import Episode, EpisodeSampler
+from free_common.maml import inner_adapt
+from free_common.models import Classifier, build_model
+from free_common.runtime import pick_device
+
+__all__ = [
+    "EvalMode",
+    "EvalResult",
+    "EvaluationError",
+    "confidence_interval",
+    "evaluate",
+    "evaluation_copy",
+    "select_best",
+]
+
+logger = logging.getLogger(__name__)
+
+EvalMode = Literal["finetune", "proto"]
+MODES: tuple[str, ...] = ("finetune", "proto")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation settings, or a model whose weights do not fit its own spec."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy of one initialisation under one protocol.
+
+    Attributes:
+        mean: mean task accuracy, in [0, 1].
+        ci95: 95% confidence half-width of the mean, ``1.96 * std / sqrt(n_tasks)``.
+        accuracies: per-task query accuracy, shape (n_tasks,), in task order.
+        n_tasks: number of tasks.
+        n_way: classes per task.
+        k_shot: support images per class.
+        q_query: query images per class.
+        mode: ``"finetune"`` or ``"proto"``.
+        steps: fine-tuning SGD steps (0 in proto mode).
+        lr: fine-tuning learning rate.
+        seed: task-sampling seed.
+        seconds: wall time of the evaluation.
+    """
+
+    mean: float
+    ci95: float
+    accuracies: npt.NDArray[np.float64]
+    n_tasks: int
+    n_way: int
+    k_shot: int
+    q_query: int
+    mode: str
+    steps: int
+    lr: float
+    seed: int
+    seconds: float
+
+    def format(self) -> str:
+        """``"47.31 ± 0.85"``: mean and CI in percent."""
+        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f}"
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready summary (without the per-task accuracies)."""
+        return {
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "n_tasks": self.n_tasks,
+            "n_way": self.n_way,
+            "k_shot": self.k_shot,
+            "q_query": self.q_query,
+            "mode": self.mode,
+            "steps": self.steps,
+            "lr": self.lr,
+            "seed": self.seed,
+            "seconds": self.seconds,
+        }
+
+
+def confidence_interval(accuracies: npt.ArrayLike) -> tuple[float, float]:
+    """Mean and 95% half-width ``1.96 * std / sqrt(n)`` (``ddof=0``) of per-task accuracies."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise EvaluationError(f"need a non-empty 1-D array of accuracies, got {values.shape}")
+    return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
+
+
+def evaluation_copy(
+    model: Classifier, n_way: int, *, seed: int, need_head: bool = True
+) -> Classifier:
+    """A batch-statistics copy of ``model`` with its weights, ready for meta-testing.
+
+    Args:
+        model: any classifier built by :func:`free_common.models.build_model`.
+        n_way: classes per task.
+        seed: seeds the replacement head, if one is needed.
+        need_head: replace a head whose output count differs from ``n_way``.
+
+    Returns:
+        A new model in eval mode on the CPU; ``model`` is not modified.
+    """
+    copy = build_model(model.spec, batch_stats=True)
+    source = model.state_dict()
+    wanted = copy.state_dict()
+    missing = [k for k in wanted if k not in source]
+    if missing:
+        raise EvaluationError(f"model lacks tensors its spec needs: {', '.join(missing)}")
+    copy.load_state_dict({k: source[k].detach().to("cpu") for k in wanted})
+    if need_head and model.spec.num_classes != n_way:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            copy.reset_classifier(n_way)
+    return copy.eval()
+
+
+def _finetune_accuracy(model: Classifier, episode: Episode, *, steps: int, lr: float) -> float:
+    start = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    fast = inner_adapt(
+        model,
+        start,
+        episode.support_images,
+        episode.support_labels,
+        steps=steps,
+        lr=lr,
+        create_graph=False,
+    )
+    with torch.no_grad():
+        logits = functional_call(
+            model, {n: t.detach() for n, t in fast.items()}, (episode.query_images,)
+        )
+        return float((logits.argmax(dim=1) == episode.query_labels).float().mean())
+
+
+def _proto_accuracy(model: Classifier, episode: Episode, n_way: int) -> float:
+    n_support = episode.support_images.shape[0]
+    with torch.no_grad():
+        images = torch.cat([episode.support_images, episode.query_images])
+        features = model.forward_features(images)  # (N*(K+Q), F)
+        support, query = features[:n_support], features[n_support:]
+        prototypes = torch.zeros(n_way, support.shape[1], device=support.device)
+        prototypes.index_add_(0, episode.support_labels, support)
+        counts = torch.bincount(episode.support_labels, minlength=n_way).clamp_min(1)
+        prototypes /= counts.unsqueeze(1).to(prototypes.dtype)
+        distances = _squared_distances(query, prototypes)  # (N*Q, N)
+        return float((distances.argmin(dim=1) == episode.query_labels).float().mean())
+
+
+def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
+    """Squared Euclidean distances between rows: x (A, F), y (B, F) -> (A, B)."""
+    return (x.unsqueeze(1) - y.unsqueeze(0)).pow(2).sum(dim=2)
+
+
+def _check_settings(
+    data: ClassImages, n_way: int, k_shot: int, q_query: int, n_tasks: int, mode: str, steps: int
+) -> None:
+    if mode not in MODES:
+        raise EvaluationError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    for name, value, low in (("n_way", n_way, 2), ("k_shot", k_shot, 1), ("q_query", q_query, 1)):
+        if value < low:
+            raise EvaluationError(f"{name} must be >= {low}, got {value}")
+    if n_tasks < 1 or steps < 0:
+        raise EvaluationError(f"need n_tasks >= 1 and steps >= 0, got {n_tasks}, {steps}")
+    if data.num_classes < n_way:
+        raise EvaluationError(f"{data.name} has {data.num_classes} classes, fewer than {n_way}")
+
+
+def evaluate(
+    model: Classifier,
+    data: ClassImages,
+    *,
+    n_way: int = 5,
+    k_shot: int,
+    q_query: int = 15,
+    n_tasks: int = 600,
+    mode: EvalMode = "finetune",
+    steps: int = 10,
+    lr: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+) -> EvalResult:
+    """Meta-test ``model`` as an initialisation on ``n_tasks`` tasks sampled from ``data``.
+
+    Args:
+        model: the initialisation; cloned, never modified (see module docstring for BN
+            and head handling).
+        data: the split to sample tasks from (meta-val for selection, meta-test to report).
+        n_way: classes per task.
+        k_shot: support images per class.
+        q_query: query images per class.
+        n_tasks: number of tasks (600 for reported figures).
+        mode: ``"finetune"`` (full fine-tuning, MAML protocol) or ``"proto"``.
+        steps: SGD steps on the support set in finetune mode (10).
+        lr: SGD learning rate in finetune mode (0.01).
+        seed: task-sampling seed; the same seed gives the same tasks to every model.
+        progress: show a tqdm bar.
+        device: where to run; default :func:`free_common.runtime.pick_device`.
+
+    Returns:
+        The per-task accuracies and their mean and 95% CI.
+    """
+    _check_settings(data, n_way, k_shot, q_query, n_tasks, mode, steps)
+    spec = model.spec
+    if data.image_shape != (spec.in_channels, spec.image_size, spec.image_size):
+        raise EvaluationError(
+            f"{data.name} images are {data.image_shape}, the model expects "
+            f"{(spec.in_channels, spec.image_size, spec.image_size)}"
+        )
+    target = torch.device(device) if device is not None else pick_device()
+    learner = evaluation_copy(model, n_way, seed=seed, need_head=mode == "finetune").to(target)
+    sampler = EpisodeSampler(data, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed)
+    accuracies = np.empty(n_tasks, dtype=np.float64)
+    started = time.perf_counter()
+    bar = tqdm(
+        sampler.episodes(n_tasks),
+        total=n_tasks,
+        desc=f"{mode} {n_way}w{k_shot}s",
+        disable=not progress,
+        leave=False,
+    )
+    for i, task in enumerate(bar):
+        episode = task.to(target)
+        if mode == "finetune":
+            accuracies[i] = _finetune_accuracy(learner, episode, steps=steps, lr=lr)
+        else:
+            accuracies[i] = _proto_accuracy(learner, episode, n_way)
+    mean, ci95 = confidence_interval(accuracies)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%s %d-way %d-shot on %s: %.2f ± %.2f%% over %d tasks (%.1f s)",
+        mode,
+        n_way,
+        k_shot,
+        data.name,
+        100 * mean,
+        100 * ci95,
+        n_tasks,
+        seconds,
+    )
+    return EvalResult(
+        mean=mean,
+        ci95=ci95,
+        accuracies=accuracies,
+        n_tasks=n_tasks,
+        n_way=n_way,
+        k_shot=k_shot,
+        q_query=q_query,
+        mode=mode,
+        steps=steps if mode == "finetune" else 0,
+        lr=lr,
+        seed=seed,
+        seconds=seconds,
+    )
+
+
+def select_best(
+    candidates: Mapping[str, Classifier],
+    val_data: ClassImages,
+    *,
+    k_shot: int,
+    n_way: int = 5,
+    q_query: int = 15,
+    mode: EvalMode = "finetune",
+    n_tasks: int = 600,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> tuple[str, dict[str, EvalResult]]:
+    """Pick the candidate with the highest meta-val accuracy (ties: the first one).
+
+    Every candidate is evaluated on the same tasks (same ``seed``). Pass the **val**
+    split; report the winner afterwards with :func:`evaluate` on the test split.
+
+    Returns:
+        ``(best_name, results)`` with one :class:`EvalResult` per candidate.
+    """
+    if not candidates:
+        raise EvaluationError("select_best needs at least one candidate")
+    results = {
+        name: evaluate(
+            model,
+            val_data,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_query=q_query,
+            n_tasks=n_tasks,
+            mode=mode,
+            seed=seed,
+            device=device,
+        )
+        for name, model in candidates.items()
+    }
+    best = max(results, key=lambda name: results[name].mean)
+    return best, results
