@@ -1,0 +1,1 @@
+"""Datasets: the shipped glyph benchmark, standard loaders, episode sampling."""
