@@ -1,0 +1,517 @@
+"""FREE configuration: frozen dataclasses, named presets and the Flower run-config mapping.
+
+Presets (README section "Presets" lists every deviation from the paper):
+
+- ``"paper"``: the published hyperparameters (notes/free-algorithm.md, section 2.12;
+  supplement A/B): generator width 64, latent 256, 4 teachers x 100 images, k = 5,
+  999 iterations, second-order MAML replay with patience 10, 600 evaluation tasks.
+- ``"cpu"``: the same algorithm sized so that the main job finishes in minutes on two
+  CPU cores (narrower generator, fewer images, iterations and evaluation tasks).
+- ``"test"``: tiny sizes for unit and integration tests.
+
+:meth:`FreeConfig.from_run_config` maps Flower's flat run config (``"free.iterations"``,
+``"free.inversion.inner-steps"``, ...; kebab-case, scalar values) onto a preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "EvalConfig",
+    "FreeConfig",
+    "InversionConfig",
+    "MemoryConfig",
+    "MetaLearnerConfig",
+    "ReplayConfig",
+    "ScreeningConfig",
+]
+
+PRESETS: tuple[str, ...] = ("paper", "cpu", "test")
+
+
+class ConfigError(ValueError):
+    """An unknown key, a value of the wrong type or a value out of range."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Task recovery by the meta-generator (FREE's FIVE, paper Sec. 4.1, Eq. 1).
+
+    Attributes:
+        latent_dim: size of the Gaussian latent z (d_z, 256 in the paper).
+        generator_width: nf of the supplement's Table 1 (64 in the paper).
+        image_size: side of the generated images; resized per teacher (bilinear).
+        channels: channels of the generated images; converted per teacher.
+        inner_steps: k, Adam steps that adapt a clone of the meta-generator to a teacher.
+        images_per_class: m, generated images per teacher class (20 in the paper).
+        generator_lr: inner Adam learning rate of the cloned generator.
+        latent_lr: inner Adam learning rate of the latent batch.
+        outer_lr: learning rate of the meta-generator's persistent outer Adam.
+        betas: Adam betas, inner and outer.
+        ce_weight: weight of the teacher's cross-entropy on the target labels.
+        adv_weight: weight of the adversarial (teacher/learner disagreement) term; used
+            only after warm-up, as published.
+        bn_weight: weight of the DeepInversion BatchNorm-statistics term (0 in FREE).
+        crop_padding: padding of the differentiable random crop.
+        horizontal_flip: random horizontal flips (off: glyphs are not mirror-symmetric).
+        batched: one generator forward for all teachers of an iteration (stacked clone
+            parameters via ``torch.func``); False runs the teachers one after another.
+        scratch_steps: steps of the per-model from-scratch baseline (BiDf-MKD/TGR: 200).
+    """
+
+    latent_dim: int = 256
+    generator_width: int = 64
+    image_size: int = 32
+    channels: int = 1
+    inner_steps: int = 5
+    images_per_class: int = 20
+    generator_lr: float = 1e-3
+    latent_lr: float = 1e-3
+    outer_lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    ce_weight: float = 1.0
+    adv_weight: float = 1.0
+    bn_weight: float = 0.0
+    crop_padding: int = 4
+    horizontal_flip: bool = False
+    batched: bool = False
+    scratch_steps: int = 200
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.latent_dim >= 1, f"inversion.latent_dim must be >= 1: {self.latent_dim}")
+        _require(self.generator_width >= 1, "inversion.generator_width must be >= 1")
+        _require(
+            self.image_size >= 8 and self.image_size % 4 == 0,
+            f"inversion.image_size must be a multiple of 4 and >= 8: {self.image_size}",
+        )
+        _require(self.channels in (1, 3), f"inversion.channels must be 1 or 3: {self.channels}")
+        _require(self.inner_steps >= 1, f"inversion.inner_steps must be >= 1: {self.inner_steps}")
+        _require(self.images_per_class >= 1, "inversion.images_per_class must be >= 1")
+        _require(self.scratch_steps >= 1, "inversion.scratch_steps must be >= 1")
+        _require(self.crop_padding >= 0, "inversion.crop_padding must be >= 0")
+        for name in ("generator_lr", "latent_lr", "outer_lr"):
+            _require(getattr(self, name) > 0, f"inversion.{name} must be positive")
+        for name in ("ce_weight", "adv_weight", "bn_weight"):
+            _require(getattr(self, name) >= 0, f"inversion.{name} must be >= 0")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"inversion.betas must be two numbers in [0, 1): {self.betas}",
+        )
+
+
+@dataclass(frozen=True)
+class MetaLearnerConfig:
+    """The meta-learner and its KD + implicit gradient alignment update (paper Sec. 4.2, Eq. 3).
+
+    Attributes:
+        arch: meta-learner architecture (``ModelSpec.arch``).
+        width: its base number of filters (Conv4: 32).
+        image_size: its input side.
+        channels: its input channels.
+        n_way: outputs of its head (every episode is labelled 0..n_way-1).
+        temperature: KD temperature T (losses are scaled by T**2).
+        alignment: sequential inner steps across teachers on a clone, then a Reptile-style
+            outer step (the paper's implicit gradient alignment). False: the same teachers'
+            KD losses summed and stepped jointly at phi (the ablation).
+        hard_labels: cross-entropy on the generator's target labels instead of KD.
+        inner_optimizer: ``"adam"`` (published) or ``"sgd"`` for the clone's steps.
+        inner_lr: learning rate of the clone's steps (1e-3).
+        outer_lr: the meta-learner's Adam learning rate, shared with the replay (1e-3).
+        reptile_scale: the outer gradient is ``(phi - phi') * reptile_scale`` (published 67).
+    """
+
+    arch: str = "conv4"
+    width: int = 32
+    image_size: int = 32
+    channels: int = 1
+    n_way: int = 5
+    temperature: float = 1.0
+    alignment: bool = True
+    hard_labels: bool = False
+    inner_optimizer: str = "adam"
+    inner_lr: float = 1e-3
+    outer_lr: float = 1e-3
+    reptile_scale: float = 67.0
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.width >= 1, f"meta_learner.width must be >= 1: {self.width}")
+        _require(self.image_size >= 8, f"meta_learner.image_size must be >= 8: {self.image_size}")
+        _require(self.channels in (1, 3), "meta_learner.channels must be 1 or 3")
+        _require(self.n_way >= 2, f"meta_learner.n_way must be >= 2: {self.n_way}")
+        _require(self.temperature > 0, "meta_learner.temperature must be positive")
+        _require(
+            self.inner_optimizer in ("adam", "sgd"),
+            f"meta_learner.inner_optimizer must be 'adam' or 'sgd': {self.inner_optimizer!r}",
+        )
+        for name in ("inner_lr", "outer_lr", "reptile_scale"):
+            _require(getattr(self, name) > 0, f"meta_learner.{name} must be positive")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Cross-task replay: MAML on N-way tasks sampled from the memory bank (paper Sec. 4.3).
+
+    Attributes:
+        enabled: run the replay after each post-warm-up iteration.
+        n_way: classes per replay task.
+        k_shot: support images per class.
+        q_query: query images per class.
+        meta_batch: tasks per meta-update (10).
+        inner_steps: MAML inner SGD steps (5).
+        inner_lr: MAML inner learning rate (0.01).
+        first_order: first-order MAML instead of second order.
+        patience: stop after this many consecutive meta-batches that fail to raise the
+            best mean query accuracy of the current replay phase (10).
+        max_meta_batches: hard cap on meta-batches per replay phase; 0 = no cap (paper).
+    """
+
+    enabled: bool = True
+    n_way: int = 5
+    k_shot: int = 1
+    q_query: int = 15
+    meta_batch: int = 10
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+    patience: int = 10
+    max_meta_batches: int = 0
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.n_way >= 2, f"replay.n_way must be >= 2: {self.n_way}")
+        _require(self.k_shot >= 1 and self.q_query >= 1, "replay.k_shot/q_query must be >= 1")
+        _require(self.meta_batch >= 1, "replay.meta_batch must be >= 1")
+        _require(self.inner_steps >= 0, "replay.inner_steps must be >= 0")
+        _require(self.inner_lr > 0, "replay.inner_lr must be positive")
+        _require(self.patience >= 1, "replay.patience must be >= 1")
+        _require(self.max_meta_batches >= 0, "replay.max_meta_batches must be >= 0")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The memory bank of recovered images (paper Sec. 4.3).
+
+    Attributes:
+        max_per_class: ring-buffer size of each class (published: 20 batches x 20 = 400).
+        max_images: global cap; the oldest images of the largest class go first.
+        dtype: storage type on CPU, ``"uint8"`` (as the published PNGs) or ``"float16"``.
+    """
+
+    max_per_class: int = 400
+    max_images: int = 200_000
+    dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.max_per_class >= 1, "memory.max_per_class must be >= 1")
+        _require(self.max_images >= self.max_per_class, "memory.max_images < max_per_class")
+        _require(self.dtype in ("uint8", "float16"), f"memory.dtype unknown: {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Meta-validation (model selection) and meta-test (final report).
+
+    Attributes:
+        every: evaluate on meta-val every this many iterations (and after the last one).
+        val_tasks: meta-val tasks per evaluation.
+        test_tasks: meta-test tasks of the final report (600).
+        shots: support sizes evaluated; selection uses their mean accuracy.
+        n_way: classes per evaluation task.
+        q_query: query images per class.
+        mode: adaptation rule passed to ``free_common.evaluation.evaluate`` (``"finetune"``:
+            full-network SGD from the meta-learned initialisation, as published).
+        seed: seed of the evaluation task samplers (the same tasks at every evaluation).
+    """
+
+    every: int = 20
+    val_tasks: int = 600
+    test_tasks: int = 600
+    shots: tuple[int, ...] = (1, 5)
+    n_way: int = 5
+    q_query: int = 15
+    mode: str = "finetune"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.every >= 1, f"eval.every must be >= 1: {self.every}")
+        _require(self.val_tasks >= 1 and self.test_tasks >= 1, "eval task counts must be >= 1")
+        _require(len(self.shots) >= 1 and min(self.shots) >= 1, "eval.shots must be >= 1")
+        _require(self.n_way >= 2 and self.q_query >= 1, "eval.n_way >= 2 and q_query >= 1")
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    """Rejection of teachers that cannot be inverted (random or corrupted weights).
+
+    A screening inversion (a fresh generator, ``steps`` Adam steps) is run once per new
+    teacher; the teacher is excluded when its accuracy on its own recovered images stays
+    below ``min_accuracy`` or its mean confidence below ``min_confidence``. Thresholds
+    are set from measurements (README section "Teacher screening").
+
+    Attributes:
+        enabled: screen new teachers before they can be sampled.
+        steps: Adam steps of the screening inversion.
+        images_per_class: generated images per class for screening.
+        min_accuracy: lowest accepted teacher accuracy on its recovered images.
+        min_confidence: lowest accepted mean max-softmax probability.
+    """
+
+    enabled: bool = True
+    steps: int = 30
+    images_per_class: int = 8
+    min_accuracy: float = 0.8
+    min_confidence: float = 0.7
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.steps >= 1 and self.images_per_class >= 1, "screening sizes must be >= 1")
+        _require(0 <= self.min_accuracy <= 1, "screening.min_accuracy must be in [0, 1]")
+        _require(0 <= self.min_confidence <= 1, "screening.min_confidence must be in [0, 1]")
+
+
+_GROUPS: dict[str, type[Any]] = {
+    "inversion": InversionConfig,
+    "meta_learner": MetaLearnerConfig,
+    "replay": ReplayConfig,
+    "memory": MemoryConfig,
+    "eval": EvalConfig,
+    "screening": ScreeningConfig,
+}
+
+
+@dataclass(frozen=True)
+class FreeConfig:
+    """Everything one FREE run needs (paper Alg. 1).
+
+    Attributes:
+        iterations: outer iterations in total (published: 999).
+        warmup: the first ``warmup`` iterations only meta-train the generator (no
+            adversarial term, no memory bank, no meta-learner update).
+        teachers_per_iteration: teachers sampled uniformly with replacement (4).
+        seed: seeds model initialisation and every random draw of the run.
+        checkpoint_every: write a checkpoint every this many iterations (and at the end).
+        teacher_cache: teachers kept loaded (LRU) between iterations.
+        inversion: the meta-generator.
+        meta_learner: the meta-learner and its KD/alignment update.
+        replay: the memory-bank MAML replay.
+        memory: the memory bank.
+        eval: evaluation and model selection.
+        screening: teacher screening.
+    """
+
+    iterations: int = 999
+    warmup: int = 19
+    teachers_per_iteration: int = 4
+    seed: int = 42
+    checkpoint_every: int = 20
+    teacher_cache: int = 8
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    meta_learner: MetaLearnerConfig = field(default_factory=MetaLearnerConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+
+    def __post_init__(self) -> None:
+        """Validate ranges and cross-group consistency."""
+        _require(self.iterations >= 1, f"iterations must be >= 1: {self.iterations}")
+        _require(self.warmup >= 0, f"warmup must be >= 0: {self.warmup}")
+        _require(self.teachers_per_iteration >= 1, "teachers_per_iteration must be >= 1")
+        _require(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        _require(self.teacher_cache >= 1, "teacher_cache must be >= 1")
+        _require(
+            self.replay.n_way <= self.meta_learner.n_way,
+            f"replay.n_way {self.replay.n_way} exceeds meta_learner.n_way "
+            f"{self.meta_learner.n_way}",
+        )
+        _require(
+            self.eval.n_way <= self.meta_learner.n_way,
+            f"eval.n_way {self.eval.n_way} exceeds meta_learner.n_way {self.meta_learner.n_way}",
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> FreeConfig:
+        """The named preset: ``"paper"``, ``"cpu"`` or ``"test"``."""
+        if name == "paper":
+            return cls()
+        if name == "cpu":
+            return _cpu_preset()
+        if name == "test":
+            return _test_preset()
+        raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready nested dict (tuples become lists)."""
+        result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
+        return result
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FreeConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        top: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _GROUPS:
+                top[key] = _build(_GROUPS[key], value, key)
+            elif key in _field_names(cls):
+                top[key] = value
+            else:
+                raise ConfigError(f"unknown config key {key!r}")
+        config: FreeConfig = _build(cls, top, "free")
+        return config
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> FreeConfig:
+        """Build from Flower's flat run config.
+
+        ``"free.preset"`` (or a top-level ``"preset"``) picks the base preset (default
+        ``"cpu"``); ``"free.<field>"`` and ``"free.<group>.<field>"`` override it, with
+        kebab-case names (``"free.replay.max-meta-batches"``). Tuple fields take a
+        comma-separated string (``"free.eval.shots" = "1,5"``). Keys outside ``free.``
+        belong to other components and are ignored.
+
+        Raises:
+            ConfigError: unknown ``free.`` key, wrong type or out-of-range value.
+        """
+        preset = run_config.get("free.preset", run_config.get("preset", "cpu"))
+        if not isinstance(preset, str):
+            raise ConfigError(f"preset must be a string, got {preset!r}")
+        base = cls.preset(preset)
+        top: dict[str, Any] = {}
+        groups: dict[str, dict[str, Any]] = {}
+        for key, value in run_config.items():
+            if not key.startswith("free.") or key == "free.preset":
+                continue
+            parts = key[len("free.") :].replace("-", "_").split(".")
+            if len(parts) == 1 and parts[0] in _field_names(cls) and parts[0] not in _GROUPS:
+                top[parts[0]] = _coerce(base, parts[0], value, key)
+            elif len(parts) == 2 and parts[0] in _GROUPS:
+                group = getattr(base, parts[0])
+                if parts[1] not in _field_names(type(group)):
+                    raise ConfigError(f"unknown run-config key {key!r}")
+                groups.setdefault(parts[0], {})[parts[1]] = _coerce(group, parts[1], value, key)
+            else:
+                raise ConfigError(f"unknown run-config key {key!r}")
+        try:
+            for name, overrides in groups.items():
+                top[name] = replace(getattr(base, name), **overrides)
+            return replace(base, **top)
+        except TypeError as err:
+            raise ConfigError(str(err)) from err
+
+
+def _cpu_preset() -> FreeConfig:
+    """Minutes on two CPU cores; every reduction is listed in the README presets table."""
+    return FreeConfig(
+        iterations=60,
+        warmup=5,
+        checkpoint_every=10,
+        inversion=InversionConfig(generator_width=16, images_per_class=10, scratch_steps=200),
+        replay=ReplayConfig(q_query=5, meta_batch=4, patience=5, max_meta_batches=10),
+        memory=MemoryConfig(max_per_class=100, max_images=50_000),
+        eval=EvalConfig(every=20, val_tasks=50, test_tasks=600),
+        screening=ScreeningConfig(steps=30, images_per_class=8),
+    )
+
+
+def _test_preset() -> FreeConfig:
+    """Tiny sizes for tests (16x16 images, widths 4-8)."""
+    return FreeConfig(
+        iterations=4,
+        warmup=1,
+        teachers_per_iteration=2,
+        seed=0,
+        checkpoint_every=1,
+        teacher_cache=2,
+        inversion=InversionConfig(
+            latent_dim=16,
+            generator_width=4,
+            image_size=16,
+            inner_steps=2,
+            images_per_class=4,
+            crop_padding=2,
+            scratch_steps=5,
+        ),
+        meta_learner=MetaLearnerConfig(width=4, image_size=16),
+        replay=ReplayConfig(
+            n_way=3,
+            k_shot=1,
+            q_query=2,
+            meta_batch=2,
+            inner_steps=1,
+            patience=2,
+            max_meta_batches=3,
+        ),
+        memory=MemoryConfig(max_per_class=8, max_images=64),
+        eval=EvalConfig(every=2, val_tasks=2, test_tasks=2, shots=(1,), n_way=3, q_query=2),
+        screening=ScreeningConfig(
+            steps=3, images_per_class=2, min_accuracy=0.0, min_confidence=0.0
+        ),
+    )
+
+
+def _field_names(cls: type[Any]) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    unknown = set(values) - _field_names(cls)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys: {', '.join(sorted(unknown))}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(current: Any, name: str, value: Any, key: str) -> Any:
+    """Convert a run-config scalar to the type of the current value of ``name``."""
+    old = getattr(current, name)
+    if isinstance(old, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be a boolean, got {value!r}")
+        return value
+    if isinstance(old, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if isinstance(old, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(old, tuple):
+        return _parse_tuple(old, value, key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _parse_tuple(old: tuple[Any, ...], value: Any, key: str) -> tuple[Any, ...]:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a comma-separated string, got {value!r}")
+    kind = float if old and isinstance(old[0], float) else int
+    try:
+        return tuple(kind(v) for v in value.split(",") if v.strip())
+    except ValueError as err:
+        raise ConfigError(f"{key}: cannot parse {value!r} as numbers") from err
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

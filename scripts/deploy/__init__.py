@@ -1,0 +1,1 @@
+"""Deployment helpers: certificates, a loopback SuperLink + SuperNodes launcher."""

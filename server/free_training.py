@@ -1,0 +1,454 @@
+"""The FREE training loop (Wei et al., CVPR 2024, Alg. 1) with checkpoints; no Flower import.
+
+One outer iteration (notes/free-algorithm.md section 2):
+
+1. screen teachers that are new in the source (``free_common.free.screening``);
+2. sample ``teachers_per_iteration`` accepted teachers uniformly with replacement and load
+   only those (small LRU cache);
+3. FIVE: adapt a clone of the meta-generator to each for k steps, FOMAML outer step
+   (``free_common.free.inversion``, Eq. 1-2);
+4. after warm-up: every teacher's images go to the memory bank; the meta-learner takes
+   one KD + implicit-gradient-alignment step (``free_common.free.meta_learner``, Eq. 3);
+   then cross-task MAML replay from the bank under the patience rule
+   (``free_common.free.replay``);
+5. every ``eval.every`` iterations and at the end: meta-val evaluation; the best
+   meta-val model is kept (selection never looks at meta-test);
+6. every ``checkpoint_every`` iterations and at the end: an atomic checkpoint with
+   everything (models, optimisers, memory bank, RNG states, history, best-so-far,
+   screening verdicts), from which a killed run resumes bit-exactly.
+
+All randomness of the loop comes from one ``torch.Generator`` owned by the trainer (and
+saved in the checkpoint), so code outside the loop that consumes the global RNG cannot
+change the course of a run; the global RNG states are checkpointed as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from free_common.config import FreeConfig
+from free_common.data.base import ClassImages
+from free_common.evaluation import evaluate
+from free_common.free.errors import NonFiniteLossError
+from free_common.free.inversion import MetaGeneratorInverter, Recovered
+from free_common.free.memory_bank import MemoryBank
+from free_common.free.meta_learner import (
+    build_meta_learner,
+    distill_batches,
+    learner_spec,
+    meta_learner_step,
+)
+from free_common.free.replay import ReplayStats, replay_phase
+from free_common.free.screening import ScreeningResult, screen_teacher
+from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
+from free_common.maml import MamlTrainer
+from free_common.models import Classifier, ModelSpec
+from free_common.runtime import get_rng_state, pick_device, seed_everything, set_rng_state
+from server.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["FreeResult", "FreeTrainer", "FreeTrainingError", "NonFiniteLossError"]
+
+logger = logging.getLogger(__name__)
+
+
+class FreeTrainingError(RuntimeError):
+    """The run cannot proceed (e.g. no teacher passed screening)."""
+
+
+@dataclass
+class FreeResult:
+    """What :meth:`FreeTrainer.train` returns.
+
+    Attributes:
+        model: the best meta-learner (selected on meta-val), ``batch_stats=True``, on CPU.
+        spec: its model spec (head = ``meta_learner.n_way`` outputs).
+        best_iteration: iteration of the selected model.
+        best_val: its mean meta-val accuracy over ``eval.shots``, in [0, 1].
+        val: meta-val results at the best iteration, ``{k_shot: {"mean", "ci95"}}``.
+        test: meta-test results of the selected model per shot (empty without test data).
+        history: one dict per iteration (``"kind": "iteration"``: losses, recovery
+            quality, replay length, bank size, seconds) and per evaluation (``"val"``).
+        excluded: teacher id -> reason, for every teacher rejected by screening.
+        iterations_done: iterations completed so far (across resumes).
+        inversion_seconds: total wall time spent in meta-generator inversion.
+    """
+
+    model: Classifier
+    spec: ModelSpec
+    best_iteration: int
+    best_val: float
+    val: dict[int, dict[str, float]] = field(default_factory=dict)
+    test: dict[int, dict[str, float]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+    iterations_done: int = 0
+    inversion_seconds: float = 0.0
+
+
+@dataclass
+class _RunState:
+    """Everything besides modules and optimisers that a checkpoint must carry."""
+
+    iteration: int = 0
+    best_iteration: int = 0
+    best_val: float = float("-inf")
+    best_results: dict[int, dict[str, float]] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    screened: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inversion_seconds: float = 0.0
+
+
+class FreeTrainer:
+    """Runs FREE on a teacher pool; resumes from ``work_dir/checkpoints/latest.pt``.
+
+    Args:
+        config: the run configuration (``FreeConfig.preset(...)``).
+        teachers: the pool; ids are re-read every iteration, so teachers added between
+            calls to :meth:`train` are screened and sampled when training continues.
+        val_data: meta-val split (model selection).
+        test_data: meta-test split (final report only), or None.
+        work_dir: where checkpoints (``checkpoints/latest.pt``) go.
+        device: default :func:`free_common.runtime.pick_device`.
+    """
+
+    def __init__(
+        self,
+        config: FreeConfig,
+        teachers: TeacherSource,
+        *,
+        val_data: ClassImages,
+        test_data: ClassImages | None,
+        work_dir: Path,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = config
+        self.source = teachers
+        self.val_data, self.test_data = val_data, test_data
+        self.checkpoint_path = Path(work_dir) / "checkpoints" / "latest.pt"
+        self.device = pick_device(device)
+        seed_everything(config.seed)
+        self.spec = learner_spec(config.meta_learner)
+        self.learner = build_meta_learner(config.meta_learner).to(self.device)
+        self.inverter = MetaGeneratorInverter(config.inversion, self.device)
+        self.optimizer = torch.optim.Adam(
+            self.learner.parameters(), lr=config.meta_learner.outer_lr
+        )
+        replay = config.replay
+        self.maml = MamlTrainer(
+            self.learner,
+            inner_steps=replay.inner_steps,
+            inner_lr=replay.inner_lr,
+            first_order=replay.first_order,
+            optimizer=self.optimizer,
+        )
+        self.bank = MemoryBank(config.memory)
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.cache = TeacherCache(teachers, config.teacher_cache, self.device)
+        self.state = _RunState()
+        self._resume()
+
+    # ------------------------------------------------------------------ public API
+
+    def train(self, progress: bool = True, *, iterations: int | None = None) -> FreeResult:
+        """Run (or continue) meta-training until ``iterations`` (default config.iterations).
+
+        Resumes from the latest checkpoint automatically; evaluates on meta-val every
+        ``eval.every`` iterations and at the end, keeps the best; reports meta-test once.
+
+        Raises:
+            NonFiniteLossError: a loss term became NaN/Inf (names iteration and term);
+                the last checkpoint on disk is left untouched.
+            FreeTrainingError: no teacher passed screening.
+        """
+        target = iterations if iterations is not None else self.config.iterations
+        start = self.state.iteration + 1
+        bar = tqdm(
+            range(start, target + 1),
+            initial=start - 1,
+            total=target,
+            desc="FREE",
+            disable=not progress,
+        )
+        for it in bar:
+            record = self._run_iteration(it)
+            if it % self.config.eval.every == 0 or it == target:
+                record.update(self._validate(it))
+            self.state.iteration = it
+            if it % self.config.checkpoint_every == 0 or it == target:
+                self._save()
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if _is_number(v)})
+        if self.state.best_state is None:
+            self._validate(self.state.iteration)
+        return self._result()
+
+    def add_teachers(self, teachers: Iterable[Teacher]) -> None:
+        """Add teachers to a source that supports it (``InMemoryTeachers``)."""
+        add = getattr(self.source, "add", None)
+        if add is None:
+            raise TypeError(f"{type(self.source).__name__} cannot add teachers")
+        add(list(teachers))
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Teacher id -> reason for every teacher rejected by screening."""
+        return {k: v["reason"] for k, v in self.state.screened.items() if not v["accepted"]}
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _run_iteration(self, it: int) -> dict[str, Any]:
+        try:
+            record = self._iteration(it)
+        except NonFiniteLossError as err:
+            logger.error("stopping: %s (last good checkpoint kept)", err.at_iteration(it))
+            raise err.at_iteration(it) from err
+        self.state.history.append(record)
+        logger.info(
+            "iter %d: %s", it, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if _is_number(v))
+        )
+        return record
+
+    def _iteration(self, it: int) -> dict[str, Any]:
+        warm = it <= self.config.warmup
+        teachers = self.cache.get_many(self._sample_ids())
+        recovered, seconds = self._invert(teachers, warm)
+        record: dict[str, Any] = {
+            "kind": "iteration",
+            "iteration": it,
+            "warmup": warm,
+            "teachers": [t.teacher_id for t in teachers],
+            "inversion_seconds": seconds,
+            "recovery_accuracy": _mean([r.accuracy for r in recovered]),
+            "recovery_confidence": _mean([r.confidence for r in recovered]),
+            "generator_loss": _mean([r.loss for r in recovered]),
+        }
+        if not warm:
+            record.update(self._learn(recovered, teachers))
+        record["bank_images"] = len(self.bank)
+        record["bank_classes"] = len(self.bank.keys)
+        return record
+
+    def _invert(self, teachers: list[Teacher], warm: bool) -> tuple[list[Recovered], float]:
+        _sync(self.device)
+        started = time.perf_counter()
+        adv = 0.0 if warm else self.config.inversion.adv_weight
+        recovered = self.inverter.invert(
+            teachers, self.rng, learner=None if warm else self.learner, adv_weight=adv
+        )
+        _sync(self.device)
+        seconds = time.perf_counter() - started
+        self.state.inversion_seconds += seconds
+        return recovered, seconds
+
+    def _learn(self, recovered: list[Recovered], teachers: list[Teacher]) -> dict[str, Any]:
+        for task in recovered:  # defect fix: every teacher's images, not only the last
+            self.bank.add(task.images, task.targets, task.class_keys)
+        started = time.perf_counter()
+        batches = distill_batches(recovered, teachers, self.config.inversion, self.spec, self.rng)
+        losses = meta_learner_step(self.learner, self.optimizer, batches, self.config.meta_learner)
+        _sync(self.device)
+        distilled = time.perf_counter()
+        stats = ReplayStats(0, 0.0, float("nan"))
+        if self.config.replay.enabled:
+            stats = replay_phase(
+                self.maml,
+                self.bank,
+                self.config.replay,
+                self.rng,
+                image_size=self.spec.image_size,
+                channels=self.spec.in_channels,
+            )
+        _sync(self.device)
+        return {
+            "distill_loss": _mean(losses),
+            "distill_seconds": distilled - started,
+            "replay_meta_batches": stats.meta_batches,
+            "replay_accuracy": stats.best_accuracy,
+            "replay_loss": stats.last_loss,
+            "replay_seconds": time.perf_counter() - distilled,
+        }
+
+    # ------------------------------------------------------------------ teachers
+
+    def _sample_ids(self) -> list[str]:
+        self._screen_new()
+        active = [t for t in self.source.ids() if self.state.screened[t]["accepted"]]
+        if not active:
+            raise FreeTrainingError(
+                f"no usable teacher: {len(self.state.screened)} screened, all excluded"
+            )
+        picks = torch.randint(
+            len(active), (self.config.teachers_per_iteration,), generator=self.rng
+        )
+        return [active[i] for i in picks.tolist()]
+
+    def _screen_new(self) -> None:
+        for teacher_id in self.source.ids():
+            if teacher_id not in self.state.screened:
+                verdict = self._screen(teacher_id)
+                self.state.screened[teacher_id] = asdict(verdict)
+                if not verdict.accepted:
+                    logger.warning("teacher %s excluded: %s", teacher_id, verdict.reason)
+
+    def _screen(self, teacher_id: str) -> ScreeningResult:
+        nan = float("nan")
+        try:
+            teacher = self.cache.get(teacher_id)
+        except (ValueError, KeyError, RuntimeError, OSError) as err:
+            return ScreeningResult(teacher_id, False, nan, nan, f"cannot load: {err}")
+        if not self.config.screening.enabled:
+            return ScreeningResult(teacher_id, True, nan, nan, "")
+        rng = torch.Generator().manual_seed(_stable_seed(self.config.seed, teacher_id))
+        try:
+            return screen_teacher(
+                teacher,
+                self.config.inversion,
+                self.config.screening,
+                rng,
+                max_classes=self.config.meta_learner.n_way,
+            )
+        except NonFiniteLossError as err:
+            return ScreeningResult(teacher_id, False, nan, nan, f"non-finite screening: {err}")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _validate(self, it: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        results = self._evaluate(self.learner, self.val_data, self.config.eval.val_tasks)
+        seconds = time.perf_counter() - started
+        score = _mean([r["mean"] for r in results.values()])
+        record = {
+            "kind": "val",
+            "iteration": it,
+            "val_accuracy": score,
+            "results": results,
+            "seconds": seconds,
+        }
+        self.state.history.append(record)
+        if score > self.state.best_val:
+            self.state.best_val, self.state.best_iteration = score, it
+            self.state.best_results = results
+            self.state.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.learner.state_dict().items()
+            }
+        logger.info(
+            "iter %d: meta-val %.4f (best %.4f @ %d)",
+            it,
+            score,
+            self.state.best_val,
+            self.state.best_iteration,
+        )
+        return {"val_accuracy": score, "val_seconds": seconds}
+
+    def _evaluate(
+        self, model: Classifier, data: ClassImages, n_tasks: int
+    ) -> dict[int, dict[str, float]]:
+        cfg = self.config.eval
+        out: dict[int, dict[str, float]] = {}
+        with torch.random.fork_rng(devices=[]):
+            for shot in cfg.shots:
+                result = evaluate(
+                    model,
+                    data,
+                    n_way=cfg.n_way,
+                    k_shot=shot,
+                    q_query=cfg.q_query,
+                    n_tasks=n_tasks,
+                    mode="proto" if cfg.mode == "proto" else "finetune",
+                    seed=cfg.seed,
+                    device=self.device,
+                )
+                out[shot] = {"mean": result.mean, "ci95": result.ci95}
+        return out
+
+    def _best_model(self) -> Classifier:
+        with torch.random.fork_rng(devices=[]):
+            model = build_meta_learner(self.config.meta_learner)
+        assert self.state.best_state is not None
+        model.load_state_dict(self.state.best_state)
+        return model.eval()
+
+    def _result(self) -> FreeResult:
+        model = self._best_model()
+        test = {}
+        if self.test_data is not None:
+            test = self._evaluate(model, self.test_data, self.config.eval.test_tasks)
+            logger.info("meta-test of the best meta-val model: %s", test)
+        return FreeResult(
+            model=model,
+            spec=self.spec,
+            best_iteration=self.state.best_iteration,
+            best_val=self.state.best_val,
+            val=self.state.best_results,
+            test=test,
+            history=list(self.state.history),
+            excluded=self.excluded,
+            iterations_done=self.state.iteration,
+            inversion_seconds=self.state.inversion_seconds,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self) -> None:
+        state = {
+            "config": self.config.to_dict(),
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "maml_steps": self.maml.steps_done,
+            "inverter": self.inverter.state_dict(),
+            "bank": self.bank.state_dict(),
+            "rng": {"trainer": self.rng.get_state(), "global": get_rng_state()},
+            "run": asdict(self.state),
+        }
+        save_checkpoint(self.checkpoint_path, state)
+        logger.info("checkpoint at iteration %d -> %s", self.state.iteration, self.checkpoint_path)
+
+    def _resume(self) -> None:
+        saved = load_checkpoint(self.checkpoint_path)
+        if saved is None:
+            return
+        if _differs(saved["config"], self.config.to_dict()):
+            logger.warning("resuming with a configuration that differs from the checkpoint's")
+        self.learner.load_state_dict(saved["learner"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.maml.steps_done = int(saved["maml_steps"])
+        self.inverter.load_state_dict(saved["inverter"])
+        self.bank.load_state_dict(saved["bank"])
+        self.rng.set_state(saved["rng"]["trainer"])
+        set_rng_state(saved["rng"]["global"])
+        self.state = _RunState(**saved["run"])
+        logger.info("resumed from %s at iteration %d", self.checkpoint_path, self.state.iteration)
+
+
+def _differs(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether two config dicts differ in anything but the iteration budget."""
+    return {k: v for k, v in saved.items() if k != "iterations"} != {
+        k: v for k, v in current.items() if k != "iterations"
+    }
+
+
+def _stable_seed(seed: int, teacher_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{teacher_id}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,233 @@
+"""The run report: markdown + JSON + plots (accuracy table, meta-val curve, recovered images).
+
+Everything is written under ``out_dir``: ``report.md``, ``report.json``,
+``accuracy.png``, ``meta_val.png`` and, when the trainer exposes recovered images,
+``recovered.png``. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.pool import headline
+
+__all__ = ["AccuracyRow", "ReportData", "format_table", "meta_val_curve", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """Meta-test accuracy of one method: ``shots[k] = (mean, ci95)`` as fractions."""
+
+    method: str
+    shots: dict[int, tuple[float, float]]
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows."""
+
+    title: str
+    rows: list[AccuracyRow]
+    n_way: int
+    n_tasks: int
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    pool: dict[str, Any] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    artefacts: dict[str, str] = field(default_factory=dict)
+    recovered: npt.NDArray[np.floating[Any]] | None = None
+
+
+def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(iteration, mean meta-val accuracy) pairs found in a FREE history."""
+    points: list[tuple[int, float]] = []
+    for entry in history:
+        it = entry.get("iteration")
+        if entry.get("kind", "val") != "val":
+            continue
+        value = entry.get("val_accuracy", entry.get("val_mean", entry.get("val")))
+        if isinstance(value, Mapping):
+            means = [float(v["mean"]) for v in value.values() if isinstance(v, Mapping)]
+            value = float(np.mean(means)) if means else None
+        if isinstance(it, int) and isinstance(value, int | float):
+            points.append((it, float(value)))
+    return points
+
+
+def format_table(rows: Sequence[AccuracyRow], n_way: int) -> str:
+    """Markdown table: one row per method, one column per shot (percent, ± 95% CI)."""
+    shots = sorted({k for r in rows for k in r.shots})
+    head = "| method | " + " | ".join(f"{n_way}-way {k}-shot" for k in shots) + " |"
+    lines = [head, "|---" * (len(shots) + 1) + "|"]
+    for r in rows:
+        cells = [
+            f"{100 * r.shots[k][0]:.2f} ± {100 * r.shots[k][1]:.2f}" if k in r.shots else "n/a"
+            for k in shots
+        ]
+        name = f"{r.method} ({r.note})" if r.note else r.method
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_accuracy(data: ReportData, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shots = sorted({k for r in data.rows for k in r.shots})
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / max(1, len(data.rows))
+    for i, row in enumerate(data.rows):
+        xs = [j + i * width for j, k in enumerate(shots) if k in row.shots]
+        ys = [100 * row.shots[k][0] for k in shots if k in row.shots]
+        es = [100 * row.shots[k][1] for k in shots if k in row.shots]
+        ax.bar(xs, ys, width, yerr=es, label=row.method, capsize=3)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shots))])
+    ax.set_xticklabels([f"{data.n_way}-way {k}-shot" for k in shots])
+    ax.set_ylabel("meta-test accuracy (%)")
+    ax.axhline(100 / data.n_way, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curve(curve: Sequence[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], marker="o")
+    ax.set_xlabel("FREE iteration")
+    ax.set_ylabel("meta-val accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_images(images: npt.NDArray[np.floating[Any]], path: Path, max_images: int = 64) -> None:
+    """Grid of images (B, C, H, W) in [0, 1]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.clip(np.asarray(images, dtype=np.float32)[:max_images], 0.0, 1.0)
+    n = len(images)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img in zip(axes.flat, images, strict=False):
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(np.transpose(img[:3], (1, 2, 0)))
+    fig.tight_layout(pad=0.1)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
+    """Write the markdown, JSON and plots; return their paths by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "report.md",
+        "json": out_dir / "report.json",
+        "accuracy_plot": out_dir / "accuracy.png",
+    }
+    _plot_accuracy(data, paths["accuracy_plot"])
+    if data.curve:
+        paths["meta_val_plot"] = out_dir / "meta_val.png"
+        _plot_curve(data.curve, paths["meta_val_plot"])
+    if data.recovered is not None and len(data.recovered):
+        paths["recovered_plot"] = out_dir / "recovered.png"
+        _plot_images(data.recovered, paths["recovered_plot"])
+    record = asdict(data)
+    record.pop("recovered")
+    record["rows"] = [
+        {"method": r.method, "note": r.note, "shots": {str(k): v for k, v in r.shots.items()}}
+        for r in data.rows
+    ]
+    paths["json"].write_text(json.dumps(record, indent=2, default=str))
+    paths["markdown"].write_text(_markdown(data, paths))
+    logger.info("report written to %s", paths["markdown"])
+    return paths
+
+
+def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
+    lines = [
+        f"# {data.title}",
+        "",
+        f"Meta-test accuracy, {data.n_way}-way, mean ± 95% CI over {data.n_tasks} tasks:",
+        "",
+        format_table(data.rows, data.n_way),
+        "",
+        f"![accuracy]({paths['accuracy_plot'].name})",
+        "",
+    ]
+    if "meta_val_plot" in paths:
+        lines += ["## Meta-validation", "", f"![meta-val]({paths['meta_val_plot'].name})", ""]
+    if "recovered_plot" in paths:
+        lines += ["## Recovered images", "", f"![recovered]({paths['recovered_plot'].name})", ""]
+    lines += ["## Pool", "", "```", json.dumps(data.pool, indent=2, default=str), "```", ""]
+    if data.rounds:
+        lines += ["## Rounds", ""]
+        for r in data.rounds:
+            lines.append(
+                f"- round {r['round']}: {len(r['accepted'])}/{r['asked']} accepted, "
+                f"rejected {r['rejected'] or 'none'}, failed {r['failed'] or 'none'}, "
+                f"missing {r['missing'] or 'none'}"
+            )
+        lines.append("")
+    if data.rejections:
+        lines += [
+            "## Rejected submissions",
+            "",
+            "| round | node | reason | detail |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x['round']} | {x['node_id']} | {x['reason']} | {str(x['detail'])[:120]} |"
+            for x in data.rejections
+        ]
+        lines.append("")
+    if data.failures:
+        lines += ["## Failed owners", "", "| round | node | kind | detail |", "|---|---|---|---|"]
+        lines += [
+            f"| {x['round']} | {x['node_id']} | {x['kind']} | {headline(str(x['detail']), 160)} |"
+            for x in data.failures
+        ]
+        lines.append("")
+    if data.excluded:
+        lines += ["## Teachers excluded by screening", ""]
+        lines += [f"- {k}: {v}" for k, v in data.excluded.items()]
+        lines.append("")
+    if data.timings:
+        lines += ["## Timings (s)", ""]
+        lines += [f"- {k}: {v:.1f}" for k, v in data.timings.items()]
+        lines.append("")
+    if data.artefacts:
+        lines += ["## Artefacts", ""]
+        lines += [f"- {k}: `{v}`" for k, v in data.artefacts.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Validation of untrusted submissions before anything touches the pool or a model.
+
+Every check raises :class:`Rejected` with a short machine-readable ``reason`` (recorded in
+the pool) and a human message. Checks run cheapest first and never build a model from the
+submitted tensors: the expected layout comes from a model built on the ``meta`` device.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from free_common import signing
+from free_common.card import CardError, decode_card, spec_from_card
+from free_common.models import ModelSpec, build_model
+from free_common.proto.v1 import model_card_pb2 as pb
+from free_common.submission import Submission, SubmissionError, verify_submission
+
+__all__ = [
+    "KeyRegistry",
+    "KeyRegistryError",
+    "Limits",
+    "Rejected",
+    "ValidatedSubmission",
+    "Validator",
+    "expected_layout",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Rejected(ValueError):
+    """A submission failed validation.
+
+    Attributes:
+        reason: short slug, e.g. ``"shape"``, ``"signature"``, ``"duplicate"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class KeyRegistryError(ValueError):
+    """The key registry file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size and value bounds for one submission."""
+
+    max_model_bytes: int = 64 * 1024 * 1024
+    max_card_bytes: int = 64 * 1024
+    max_tensors: int = 1024
+    max_abs_weight: float = 1e4
+    max_running_var: float = 1e6
+
+
+@dataclass(frozen=True)
+class ValidatedSubmission:
+    """A submission that passed every check."""
+
+    submission: Submission
+    card: pb.ModelCard
+    spec: ModelSpec
+    digest: str
+    owner_id: str
+    signed_by: str
+
+
+class KeyRegistry:
+    """Registered Ed25519 public keys of data owners, by node id and/or owner id.
+
+    File format (JSON): ``{"owners": {"<owner-id>": "<key>"}, "nodes": {"<node-id>":
+    "<key>"}}`` where a key is 64 hex digits (the raw 32 bytes) or a PEM block.
+    """
+
+    def __init__(
+        self,
+        owners: Mapping[str, Ed25519PublicKey] | None = None,
+        nodes: Mapping[int, Ed25519PublicKey] | None = None,
+    ) -> None:
+        self.owners = dict(owners or {})
+        self.nodes = dict(nodes or {})
+
+    def __len__(self) -> int:
+        return len(self.owners) + len(self.nodes)
+
+    @classmethod
+    def from_file(cls, path: Path) -> KeyRegistry:
+        """Load a registry file (see the class docstring)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise KeyRegistryError(f"cannot read key registry {path}: {err}") from err
+        if not isinstance(data, dict) or set(data) - {"owners", "nodes"}:
+            raise KeyRegistryError(f"{path}: expected an object with 'owners' and/or 'nodes'")
+        try:
+            owners = {str(k): _parse_key(v) for k, v in dict(data.get("owners", {})).items()}
+            nodes = {int(k): _parse_key(v) for k, v in dict(data.get("nodes", {})).items()}
+        except (ValueError, TypeError) as err:
+            raise KeyRegistryError(f"{path}: {err}") from err
+        return cls(owners, nodes)
+
+    def to_json(self) -> str:
+        """The registry in its file format (raw keys as hex)."""
+        return json.dumps(
+            {
+                "owners": {k: signing.public_raw(v).hex() for k, v in self.owners.items()},
+                "nodes": {str(k): signing.public_raw(v).hex() for k, v in self.nodes.items()},
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    def lookup(self, *, node_id: int, owner_id: str) -> Ed25519PublicKey | None:
+        """The key bound to ``node_id`` if any, else the key of ``owner_id``, else None."""
+        return self.nodes.get(node_id) or self.owners.get(owner_id)
+
+
+def _parse_key(value: object) -> Ed25519PublicKey:
+    if not isinstance(value, str):
+        raise KeyRegistryError(f"a key must be a string, got {type(value).__name__}")
+    text = value.strip()
+    raw = text.encode() if text.startswith("-----BEGIN") else bytes.fromhex(text)
+    return signing.load_public_key(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def expected_layout(spec: ModelSpec) -> dict[str, tuple[tuple[int, ...], np.dtype[np.generic]]]:
+    """Name -> (shape, numpy dtype) of the state dict a classifier of ``spec`` must have."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    return {
+        name: (tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+        for name, t in model.state_dict().items()
+    }
+
+
+class Validator:
+    """Checks submissions against size limits, the model registry and the key registry.
+
+    Args:
+        limits: size and value bounds.
+        keys: registered owner keys; when non-empty every submission must be signed by the
+            key registered for its node (or, failing that, its owner id).
+        seen: returns True if a digest (hex) is already accepted (duplicate / replay check).
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        keys: KeyRegistry | None = None,
+        seen: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.keys = keys if keys is not None and len(keys) else None
+        self.seen = seen or (lambda _digest: False)
+
+    def validate(self, submission: Submission, *, node_id: int) -> ValidatedSubmission:
+        """Run every check on ``submission`` from ``node_id``.
+
+        Raises:
+            Rejected: with the reason of the first failed check.
+        """
+        lim = self.limits
+        if not isinstance(submission.card, bytes) or not isinstance(submission.tensors, dict):
+            raise Rejected("malformed", "card must be bytes and tensors a dict")
+        if not isinstance(submission.signature, bytes):
+            raise Rejected("malformed", "signature must be bytes")
+        if len(submission.tensors) > lim.max_tensors:
+            raise Rejected("size", f"{len(submission.tensors)} tensors, limit {lim.max_tensors}")
+        if not all(isinstance(a, np.ndarray) for a in submission.tensors.values()):
+            raise Rejected("malformed", "every tensor must be a numpy array")
+        total = sum(a.nbytes for a in submission.tensors.values())
+        if total > lim.max_model_bytes:
+            raise Rejected("size", f"weights are {total} bytes, limit {lim.max_model_bytes}")
+        try:
+            card = decode_card(submission.card, max_bytes=lim.max_card_bytes)
+            spec = spec_from_card(card)
+        except CardError as err:
+            reason = "architecture" if "architecture" in str(err) else "card"
+            raise Rejected(reason, str(err)) from err
+        self._check_layout(submission.tensors, spec)
+        self._check_values(submission.tensors)
+        self._check_card_matches(card, submission.tensors)
+        try:
+            digest = submission.digest()
+        except SubmissionError as err:
+            raise Rejected("malformed", str(err)) from err
+        signed_by = self._check_signature(submission, card, node_id)
+        hex_digest = digest.hex()
+        if self.seen(hex_digest):
+            raise Rejected("duplicate", f"digest {hex_digest[:16]} already in the pool")
+        return ValidatedSubmission(
+            submission, card, spec, hex_digest, owner_id=card.owner_id, signed_by=signed_by
+        )
+
+    def _check_layout(self, tensors: Mapping[str, np.ndarray], spec: ModelSpec) -> None:
+        expected = expected_layout(spec)
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise Rejected(
+                "tensor-names",
+                f"{spec.arch}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}",
+            )
+        for name, (shape, dtype) in expected.items():
+            array = tensors[name]
+            if array.dtype != dtype:
+                raise Rejected("dtype", f"{name} is {array.dtype}, expected {dtype}")
+            if tuple(array.shape) != shape:
+                raise Rejected("shape", f"{name} has shape {array.shape}, expected {shape}")
+
+    def _check_values(self, tensors: Mapping[str, np.ndarray]) -> None:
+        lim = self.limits
+        for name, array in tensors.items():
+            if array.dtype.kind == "f":
+                if not np.isfinite(array).all():
+                    raise Rejected("non-finite", f"{name} holds NaN or Inf")
+                if array.size and float(np.abs(array).max()) > lim.max_abs_weight:
+                    raise Rejected("magnitude", f"{name} has |w| > {lim.max_abs_weight:g}")
+            if name.endswith("running_var") and array.size:
+                low, high = float(array.min()), float(array.max())
+                if low < 0 or high > lim.max_running_var:
+                    raise Rejected(
+                        "batchnorm", f"{name} outside [0, {lim.max_running_var:g}]: {low}..{high}"
+                    )
+            if name.endswith("num_batches_tracked") and array.size and int(array.min()) < 0:
+                raise Rejected("batchnorm", f"{name} is negative")
+
+    def _check_card_matches(self, card: pb.ModelCard, tensors: Mapping[str, np.ndarray]) -> None:
+        params = sum(int(a.size) for a in tensors.values())
+        if card.num_parameters != params or card.num_tensors != len(tensors):
+            raise Rejected(
+                "card-mismatch",
+                f"card claims {card.num_parameters} parameters in {card.num_tensors} tensors, "
+                f"weights have {params} in {len(tensors)}",
+            )
+
+    def _check_signature(self, submission: Submission, card: pb.ModelCard, node_id: int) -> str:
+        if self.keys is None:
+            return ""
+        key = self.keys.lookup(node_id=node_id, owner_id=card.owner_id)
+        if key is None:
+            raise Rejected(
+                "unknown-key", f"no key registered for node {node_id} or owner {card.owner_id!r}"
+            )
+        kid = signing.key_id(key)
+        if card.key_id and card.key_id != kid:
+            raise Rejected("signature", f"card names key {card.key_id}, registered key is {kid}")
+        try:
+            verify_submission(key, submission)
+        except signing.SignatureError as err:
+            reason = "unsigned" if not submission.signature else "signature"
+            raise Rejected(reason, str(err)) from err
+        return kid

@@ -1,0 +1,55 @@
+"""Helpers for the federation integration tests (not collected: no ``test_`` prefix)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# Small settings: conv4 owners, a few local epochs, two FREE iterations, a handful of tasks.
+FAST = (
+    'local.epochs=8 fed.arch-mix="conv4" free.iterations=2 free.eval.every=1 '
+    "free.eval.val-tasks=4 free.eval.test-tasks=4 free.screening.steps=2 "
+    "free.screening.min-confidence=0.0 free.screening.min-accuracy=0.0 free.checkpoint-every=1"
+)
+
+
+def run_main(
+    run_dir: Path, owners: int, run_config: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/run_main.sh`` with ``owners`` simulated owners and extra run config."""
+    env = dict(os.environ)
+    env.update(FREEFED_BIN=str(BIN), FREEFED_OWNERS=str(owners), FREEFED_RUN_DIR=str(run_dir))
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "run_main.sh"), "--run-config", run_config],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )  # fmt: skip
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (to check nothing was left running)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or ``timeout``; return whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

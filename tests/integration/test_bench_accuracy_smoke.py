@@ -1,0 +1,36 @@
+"""The accuracy benchmark end to end on its ``smoke`` preset (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_accuracy
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_accuracy_smoke_writes_every_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    code = bench_accuracy.main(
+        ["--preset", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "pools")]
+    )
+    assert code == 0
+    report = json.loads((out / "accuracy.json").read_text())
+    assert [s["name"] for s in report["settings"]] == ["single", "multi"]
+    for setting in report["settings"]:
+        for shot in ("1", "5"):
+            row = setting["results"][shot]
+            assert set(bench_accuracy.METHODS) <= set(row)
+            for method in bench_accuracy.METHODS:
+                assert 0.0 <= row[method]["mean"] <= 1.0
+                assert len(row[method]["per_seed"]) == len(report["seeds"])
+            assert "free_minus_best_baseline_points" in row["_summary"]
+    assert report["settings"][0]["average_teachers"] >= 1
+    for name in ("accuracy.md", "accuracy_val_curves.png", "accuracy_recovered_images.png"):
+        assert (out / name).stat().st_size > 0
+    assert "FREE − best data-free baseline" in capsys.readouterr().out

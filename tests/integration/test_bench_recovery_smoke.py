@@ -1,0 +1,29 @@
+"""The recovery-speed benchmark end to end on its ``smoke`` preset (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_recovery
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_recovery_smoke_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    code = bench_recovery.main(
+        ["--preset", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "pools")]
+    )
+    assert code == 0
+    report = json.loads((out / "recovery_speed.json").read_text())
+    for key in ("speedup", "free_quality", "scratch_quality", "per_teacher", "meta_training"):
+        assert key in report
+    assert report["speedup"] > 0
+    assert {r["held_out"] for r in report["per_teacher"]} == {False, True}
+    assert all(r["free_steps"] == report["inversion"]["inner_steps"] for r in report["per_teacher"])
+    for name in ("recovery_speed.md", "recovery_quality_vs_steps.png", "recovery_images.png"):
+        assert (out / name).stat().st_size > 0
+    assert "recovery speed-up" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""A SuperNode killed mid-round is reported by node; the round goes on with the others."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from free_common.data.glyphs import NPZ_PATH
+from scripts.deploy.local_deployment import LocalDeployment
+
+from .federation_support import FAST, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_killed_supernode_is_reported(tmp_path: Path) -> None:
+    dep = LocalDeployment(tmp_path / "deploy")
+    material = dep.make_material(3)
+    out = tmp_path / "out"
+    with dep.running():
+        dep.start_superlink()
+        for _, pub in material.supernode_keys:
+            dep.register(pub)
+        for i in range(3):
+            dep.start_supernode(i, f"partition-id={i} num-partitions=3")
+        run = dep.start_app(
+            f'{FAST} data.glyphs-path="{NPZ_PATH}" out.dir="{out}" fed.min-nodes=3 '
+            'fed.min-replies=2 fault.partitions="2=sleep:300" fed.round-timeout-s=200'
+        )
+        # partition 2 is now "training" (sleeping): kill its SuperNode mid-round
+        assert wait_until(lambda: "injected sleep" in dep.log_text("supernode-2"), timeout=240), (
+            dep.log_text("supernode-2")[-3000:]
+        )
+        dep.stop("supernode-2")
+        assert wait_until(lambda: run.poll() is not None, timeout=300), dep.log_text("flwr-run")[
+            -3000:
+        ]
+        log = dep.log_text("flwr-run")
+        assert run.returncode == 0, log[-4000:]
+        summary = json.loads((out / "summary.json").read_text())
+        (round1,) = summary["rounds"]
+        assert len(round1["accepted"]) == 2
+        lost = list(round1["failed"].items()) + [(n, "missing") for n in round1["missing"]]
+        assert len(lost) == 1
+        node, kind = lost[0]
+        assert kind in {"node-unavailable", "missing"}
+        with sqlite3.connect(out / "pool" / "pool.db") as db:
+            failures = db.execute("SELECT node_id, kind FROM failures").fetchall()
+            accepted_nodes = {r[0] for r in db.execute("SELECT node_id FROM models")}
+        assert [str(node)] == [f[0] for f in failures]  # attributed to the killed node
+        assert str(node) not in accepted_nodes

@@ -1,0 +1,76 @@
+"""Summaries and tables of the benchmark scripts, on made-up measurements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scripts import bench_accuracy, bench_recovery
+from scripts.bench_recovery import TeacherRow, summarise
+
+
+def _row(free_s: float, scratch_s: float, held: bool) -> TeacherRow:
+    return TeacherRow("t", held, free_s, 5, 0.95, 0.9, 0.4, scratch_s, 100, 0.96, 0.8, True)
+
+
+def test_recovery_speedup_is_ratio_of_mean_seconds() -> None:
+    s = summarise([_row(0.1, 4.0, False), _row(0.3, 4.0, True)])
+    assert s["speedup"] == pytest.approx(4.0 / 0.2)
+    assert s["free_quality"] == pytest.approx(0.95)
+    assert s["scratch_reached_fraction"] == 1.0
+    assert summarise([]) == {}
+
+
+def test_recovery_markdown_lists_every_group() -> None:
+    rows = [_row(0.1, 4.0, False), _row(0.2, 5.0, True)]
+    report = {
+        "preset": "x",
+        "dataset": "synthetic",
+        "device": "cpu",
+        "threads": 1,
+        "inversion": {
+            "generator_width": 4,
+            "images_per_class": 2,
+            "inner_steps": 5,
+            "scratch_steps": 200,
+        },
+        "published_budget_steps_ratio": 40.0,
+        "summary": {
+            "all": summarise(rows),
+            "in_pool": summarise(rows[:1]),
+            "held_out": summarise(rows[1:]),
+        },
+        "meta_training": {"iterations": 3, "seconds": 1.0, "seconds_per_iteration": 0.33},
+        "quality_bar": 0.9,
+        "meets_quality_bar": True,
+    }
+    text = bench_recovery.markdown(report)
+    assert "| held-out | 1 | 5 |" in text and "**25.0x**" in text
+
+
+def test_accuracy_aggregate_pools_seeds_and_checks_goal() -> None:
+    tasks = 10
+    per_seed = {
+        s: {
+            m: {1: np.full(tasks, value + 0.01 * s)}
+            for m, value in {
+                "free": 0.50,
+                "random": 0.40,
+                "average": 0.45,
+                "scratch": 0.49,
+                "no_alignment": 0.48,
+                "hard_labels": 0.47,
+                "maml": 0.60,
+            }.items()
+        }
+        for s in (0, 1)
+    }
+    table = bench_accuracy._aggregate(per_seed, [1])
+    row = table["1"]
+    assert row["free"]["mean"] == pytest.approx(0.505)
+    assert len(row["free"]["per_seed"]) == 2
+    summary = row["_summary"]
+    assert summary["best_data_free_baseline"] == "scratch"
+    assert summary["free_minus_best_baseline_points"] == pytest.approx(1.0)
+    assert summary["goal_met"] is False
+    assert summary["ceiling_minus_free_points"] == pytest.approx(10.0)

@@ -1,0 +1,67 @@
+"""Pool building and caching of ``scripts.teacher_pool``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from free_common.data.base import ClassImages
+from scripts import teacher_pool
+from scripts.teacher_pool import PoolError, PoolSettings, build_pool, synthetic_split, teachers_of
+
+TINY = PoolSettings(
+    archs=("conv4", "resnet10"), teachers=2, epochs=1, conv4_width=4, resnet_width=2
+)
+
+
+def _data() -> ClassImages:
+    return synthetic_split("val", per_class=6, size=16)
+
+
+def test_synthetic_split_shapes() -> None:
+    data = synthetic_split("test", per_class=4, size=16)
+    assert data.images.shape == (12 * 4, 1, 16, 16)
+    assert data.num_classes == 12
+    assert data.images.dtype.name == "uint8"
+
+
+def test_settings_cycle_architectures_and_validate() -> None:
+    assert [TINY.spec(i, (1, 16, 16)).arch for i in range(3)] == ["conv4", "resnet10", "conv4"]
+    assert TINY.spec(1, (1, 16, 16)).width == 2
+    with pytest.raises(PoolError):
+        PoolSettings(archs=())
+    with pytest.raises(PoolError):
+        PoolSettings(teachers=0)
+
+
+def test_pool_is_cached_and_prefix_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data()
+    members = build_pool(data, TINY, cache_dir=tmp_path, progress=False)
+    assert [m.teacher_id for m in members] == ["t000", "t001"]
+    assert all(len(set(m.classes)) == 5 for m in members)
+
+    def no_training(*_: object) -> None:
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(teacher_pool, "_train_member", no_training)
+    again = build_pool(data, TINY, cache_dir=tmp_path, progress=False)
+    smaller = build_pool(
+        data, PoolSettings(**{**TINY.__dict__, "teachers": 1}), cache_dir=tmp_path, progress=False
+    )
+    assert [m.classes for m in again] == [m.classes for m in members]
+    assert smaller[0].classes == members[0].classes
+    for name, value in smaller[0].state_dict.items():
+        assert torch.equal(value, members[0].state_dict[name])
+    teachers = teachers_of(again)
+    out = teachers[1].model(torch.rand(2, 1, 16, 16))
+    assert out.shape == (2, 5)
+
+
+def test_too_few_classes_raises(tmp_path: Path) -> None:
+    data = _data().subset([0, 1, 2])
+    with pytest.raises(PoolError, match="fewer than 5"):
+        build_pool(data, TINY, cache_dir=tmp_path, progress=False)

@@ -1,0 +1,118 @@
+"""run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from free_common.config import FreeConfig
+from free_common.data.base import ClassImages
+from server.federation import (
+    FederationSettings,
+    SettingsError,
+    free_config_from_run_config,
+    key_registry_for,
+    make_finisher,
+    run_federation,
+)
+from server.round import NotEnoughReplies, Reply
+
+from .helpers import SECRET, make_submission, tiny_spec
+
+
+def _split(name: str, classes: int = 6, per_class: int = 6) -> ClassImages:
+    rng = np.random.default_rng(len(name))
+    images = rng.integers(0, 256, size=(classes * per_class, 1, 16, 16), dtype=np.uint8)
+    labels = np.repeat(np.arange(classes, dtype=np.int64), per_class)
+    return ClassImages(name, images, labels, tuple(f"c{i}" for i in range(classes)))
+
+
+def _collector(calls: list[int], fail_round: int = 0):  # type: ignore[no-untyped-def]
+    def collect(r: int) -> tuple[dict[str, int], list[Reply]]:
+        calls.append(r)
+        sent = {f"r{r}m{i}": 10 * r + i for i in range(4)}
+        if r == fail_round:
+            return sent, [Reply(f"r{r}m0", error=(2, "boom"))]
+        replies = [
+            Reply(
+                f"r{r}m{i}",
+                submission=make_submission(
+                    f"owner-{i:03d}",
+                    seed=100 * r + i,
+                    spec=tiny_spec(num_classes=3 if i < 2 else 5),
+                ),
+            )
+            for i in range(3)
+        ]
+        replies.append(Reply(f"r{r}m3", error=(5, "node unavailable")))
+        return sent, replies
+
+    return collect
+
+
+def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
+    settings = FederationSettings(num_rounds=2, min_replies=2, demo_key_secret=SECRET, export=False)
+    config = FreeConfig.preset("test")
+    val, test = _split("val"), _split("test")
+    calls: list[int] = []
+    summary = run_federation(
+        settings,
+        config,
+        _collector(calls),
+        run_dir=tmp_path,
+        val_data=val,
+        test_data=test,
+        keys=key_registry_for(settings),
+        finish=make_finisher(tmp_path, settings, config, test, 0.0),
+        progress=False,
+    )
+    assert calls == [1, 2]
+    assert summary["pool"]["models"] == 6
+    methods = [r["method"] for r in summary["rows"]]
+    assert methods == ["FREE", "Random", "Average"]
+    assert all(r["shots"] for r in summary["rows"])
+    assert Path(summary["report"]["markdown"]).exists()
+    assert (tmp_path / "free" / "checkpoints" / "latest.pt").exists()
+    # a restarted server asks nobody again and resumes from the checkpoint
+    again = run_federation(
+        settings,
+        config,
+        _collector(calls),
+        run_dir=tmp_path,
+        val_data=val,
+        test_data=None,
+        keys=key_registry_for(settings),
+        progress=False,
+    )
+    assert calls == [1, 2]
+    assert again["pool"]["models"] == 6
+
+
+def test_too_few_replies_stop_the_run(tmp_path: Path) -> None:
+    settings = FederationSettings(num_rounds=1, min_replies=1)
+    with pytest.raises(NotEnoughReplies, match="0/4 accepted"):
+        run_federation(
+            settings,
+            FreeConfig.preset("test"),
+            _collector([], fail_round=1),
+            run_dir=tmp_path,
+            val_data=_split("val"),
+            test_data=None,
+            keys=None,
+            progress=False,
+        )
+
+
+def test_settings_from_run_config() -> None:
+    s = FederationSettings.from_run_config({"fed.num-rounds": 3, "fed.round-timeout-s": 10})
+    assert s.num_rounds == 3 and s.round_timeout_s == 10.0
+    with pytest.raises(SettingsError):
+        FederationSettings.from_run_config({"fed.num-rounds": "3"})
+    with pytest.raises(SettingsError):
+        FederationSettings.from_run_config({"fed.min-replies": 0})
+    cfg = free_config_from_run_config(
+        {"preset": "test", "free.iterations": -1, "free.eval.shots": ""}
+    )
+    assert cfg == FreeConfig.preset("test")
+    cfg = free_config_from_run_config({"preset": "test", "free.iterations": 7})
+    assert cfg.iterations == 7
