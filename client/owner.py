@@ -7,8 +7,6 @@ returns images: a :class:`~free_common.submission.Submission` holds weights and 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import os
 import time
@@ -23,6 +21,7 @@ from client.partitions import assign_owner
 from free_common import __version__, signing
 from free_common.card import OwnerMetrics, encode_card, make_card
 from free_common.data.base import ClassImages
+from free_common.data.glyphs import load_glyphs
 from free_common.models.spec import ModelSpec
 from free_common.submission import (
     Submission,
@@ -117,16 +116,7 @@ def load_glyph_split(split: str, path: str) -> ClassImages:
     ``flwr run`` ships the app without its ``.npz`` asset, so runs pass the absolute path
     of the packaged archive in ``data.glyphs-path``.
     """
-    module = importlib.import_module("free_common.data.glyphs")
-    if path:
-        if "path" in inspect.signature(module.load_glyphs).parameters:
-            data: ClassImages = module.load_glyphs(split, path=Path(path))
-            return data
-        # TODO(lead): give load_glyphs a ``path`` argument; until then point the module at it.
-        setattr(module, "NPZ_PATH", Path(path))  # noqa: B010
-        setattr(module, "MANIFEST_PATH", Path(path).with_suffix(".json"))  # noqa: B010
-    data = module.load_glyphs(split)
-    return data
+    return load_glyphs(split, path=path or None)
 
 
 def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:

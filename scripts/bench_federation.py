@@ -154,6 +154,35 @@ def bench_pool(models: int, work: Path) -> dict[str, Any]:
     }
 
 
+def format_markdown(record: dict[str, Any]) -> str:
+    """The README table of a bench record (``federation_scale.md``)."""
+    rss = record.get("pool_rss_mb_at", {})
+    lines = [
+        f"`{record['command']}` ({record['cpu_count']} cores)",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+    ]
+    if "wall_s" in record:
+        lines += [
+            f"| simulated data owners end to end | {record['clients']} |",
+            f"| accepted models | {record.get('accepted_models', '-')} |",
+            f"| wall time of the whole run (s) | {record['wall_s']} |",
+            f"| peak RSS of all processes (MiB) | {record['peak_rss_mb']} |",
+        ]
+    lines += [
+        f"| pool size for ingestion (models) | {record['pool_models']} |",
+        f"| ingest per model (ms: validate, fsync'd safetensors, SQLite commit) "
+        f"| {record['pool_ingest_ms_per_model']} |",
+        f"| load one teacher on demand (ms) | {record['pool_load_ms_per_teacher']} |",
+        f"| server RSS at start / 100 / 1,000 models / after loading all (MiB) "
+        f"| {rss.get('start')} / {rss.get('100')} / {rss.get('1000')} / "
+        f"{rss.get('after_loading_all')} |",
+        f"| pool on disk (MiB) | {record['pool_disk_mb']} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
@@ -184,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         record.update(bench_pool(models, work))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(format_markdown(record))
     print(json.dumps(record, indent=2))
     print(f"wrote {args.out}")
     return 0 if record.get("exit_code", 0) == 0 else 1

@@ -11,8 +11,6 @@ from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import json
 import logging
 import time
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from free_common import signing
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
+from free_common.data.glyphs import load_glyphs
 from free_common.models import Classifier, ModelSpec, build_model
 from free_common.submission import demo_private_key
 from server.pool import ModelPool
@@ -459,13 +458,4 @@ def load_glyphs_split(split: str, path: str) -> ClassImages:
     ``flwr run`` ships the app without its ``.npz`` asset, so runs pass the absolute path
     of the packaged archive in ``data.glyphs-path``.
     """
-    module = importlib.import_module("free_common.data.glyphs")
-    if path:
-        if "path" in inspect.signature(module.load_glyphs).parameters:
-            data: ClassImages = module.load_glyphs(split, path=Path(path))
-            return data
-        # TODO(lead): give load_glyphs a ``path`` argument; until then point the module at it.
-        setattr(module, "NPZ_PATH", Path(path))  # noqa: B010
-        setattr(module, "MANIFEST_PATH", Path(path).with_suffix(".json"))  # noqa: B010
-    data = module.load_glyphs(split)
-    return data
+    return load_glyphs(split, path=path or None)
