@@ -110,15 +110,6 @@ def _str(rc: Config, key: str, default: str = "") -> str:
     return value
 
 
-def load_glyph_split(split: str, path: str) -> ClassImages:
-    """The embedded glyph benchmark's ``split`` (from the archive at ``path`` when given).
-
-    ``flwr run`` ships the app without its ``.npz`` asset, so runs pass the absolute path
-    of the packaged archive in ``data.glyphs-path``.
-    """
-    return load_glyphs(split, path=path or None)
-
-
 def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
     """Decide which private data this node holds and which model it trains.
 
@@ -136,7 +127,8 @@ def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
     if "partition-id" in node_config:
         pid = _int(node_config, "partition-id", 0)
         num = _int(node_config, "num-partitions", 1)
-        train = load_glyph_split("train", _str(run_config, "data.glyphs-path"))
+        # `flwr run` ships the app without the .npz asset: runs pass its absolute path.
+        train = load_glyphs("train", _str(run_config, "data.glyphs-path"))
         plan = assign_owner(
             pid,
             num,

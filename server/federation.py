@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from free_common import signing
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
-from free_common.data.glyphs import load_glyphs
 from free_common.models import Classifier, ModelSpec, build_model
 from free_common.submission import demo_private_key
 from server.pool import ModelPool
@@ -450,12 +449,3 @@ def make_finisher(
 
 def _read_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line] if path.exists() else []
-
-
-def load_glyphs_split(split: str, path: str) -> ClassImages:
-    """A split of the embedded glyph benchmark (from the archive at ``path`` when given).
-
-    ``flwr run`` ships the app without its ``.npz`` asset, so runs pass the absolute path
-    of the packaged archive in ``data.glyphs-path``.
-    """
-    return load_glyphs(split, path=path or None)

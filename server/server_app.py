@@ -19,12 +19,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from free_common.data.glyphs import load_glyphs
 from free_common.submission import Submission
 from server.federation import (
     FederationSettings,
     free_config_from_run_config,
     key_registry_for,
-    load_glyphs_split,
     make_finisher,
     run_federation,
 )
@@ -105,8 +105,9 @@ def main(grid: Grid, context: Context) -> None:
     free_config = free_config_from_run_config(rc)
     run_dir = Path(settings.out_dir or Path.cwd() / "runs" / f"run-{context.run_id}").resolve()
     logger.info("FREE-Fed server: run directory %s", run_dir)
-    val_data = load_glyphs_split("val", settings.glyphs_path)
-    test_data = load_glyphs_split("test", settings.glyphs_path)
+    # `flwr run` ships the app without the .npz asset: runs pass its absolute path.
+    val_data = load_glyphs("val", settings.glyphs_path)
+    test_data = load_glyphs("test", settings.glyphs_path)
     max_bytes = int(settings.max_model_mb * 1024 * 1024)
 
     def collect(round_num: int) -> tuple[dict[str, int], list[Reply]]:

@@ -25,8 +25,11 @@ MANIFEST_PATH = ASSETS_DIR / "glyphs-v1.json"
 
 
 def _paths(path: Path | str | None) -> tuple[Path, Path]:
-    """The npz and its manifest (same name, ``.json``); the shipped copy by default."""
-    if path is None:
+    """The npz and its manifest (same name, ``.json``); the shipped copy for None or "".
+
+    The empty string is accepted as "default" because Flower run configs cannot hold None.
+    """
+    if path is None or path == "":
         return NPZ_PATH, MANIFEST_PATH
     npz = Path(path)
     return npz, npz.with_suffix(".json")
@@ -70,7 +73,7 @@ def load_glyphs(split: str, path: Path | str | None = None) -> ClassImages:
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
         path: an npz archive written by ``scripts/render_glyphs.py`` (its manifest beside
-            it, same name with ``.json``); None for the copy shipped in the package.
+            it, same name with ``.json``); None or "" for the copy shipped in the package.
 
     Returns:
         ClassImages named ``glyphs/<split>`` with images uint8 (N, 1, 32, 32), ink high,
