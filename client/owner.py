@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.local_training import LocalTrainingResult, train_local_classifier
-from client.partitions import assign_owner
+from client.partitions import assign_owner, width_for
 from free_common import __version__, signing
 from free_common.card import OwnerMetrics, encode_card, make_card
 from free_common.data.base import ClassImages
@@ -124,6 +124,7 @@ def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
     """
     seed = _int(run_config, "seed", 0)
     width = _int(run_config, "model.width", 32)
+    resnet_width = _int(run_config, "model.resnet-width", 16)
     if "partition-id" in node_config:
         pid = _int(node_config, "partition-id", 0)
         num = _int(node_config, "num-partitions", 1)
@@ -137,6 +138,7 @@ def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
             arch_mix=_str(run_config, "fed.arch-mix", "conv4"),
             classes_per_owner=_int(run_config, "fed.classes-per-owner", 5),
             width=width,
+            resnet_width=resnet_width,
             in_channels=train.image_shape[0],
             image_size=train.image_shape[1],
         )
@@ -153,7 +155,7 @@ def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
             data.num_classes,
         )
         return OwnerPlan(plan.owner_id, data, plan.spec, key, seed_offset=pid)
-    return _deployment_owner(node_config, width)
+    return _deployment_owner(node_config, width, resnet_width)
 
 
 def _node_key(node_config: Config) -> Ed25519PrivateKey | None:
@@ -162,7 +164,7 @@ def _node_key(node_config: Config) -> Ed25519PrivateKey | None:
     return signing.load_private_key(Path(path).read_bytes()) if path else None
 
 
-def _deployment_owner(node_config: Config, width: int) -> OwnerPlan:
+def _deployment_owner(node_config: Config, width: int, resnet_width: int) -> OwnerPlan:
     """A deployed owner: its own images from node config ``data-path``."""
     from free_common.data.registry import DATASETS, load_split
 
@@ -184,12 +186,13 @@ def _deployment_owner(node_config: Config, width: int) -> OwnerPlan:
     )
     c, h, _ = data.image_shape
     mean, std = DATASETS[dataset].stats(c)
+    arch = _str(node_config, "arch", "conv4")
     spec = ModelSpec(
-        arch=_str(node_config, "arch", "conv4"),
+        arch=arch,
         in_channels=c,
         image_size=h,
         num_classes=data.num_classes,
-        width=width,
+        width=width_for(arch, conv_width=width, resnet_width=resnet_width),
         mean=mean,
         std=std,
     )

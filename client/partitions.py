@@ -15,7 +15,14 @@ import numpy as np
 
 from free_common.models.spec import ARCHITECTURES, ModelSpec
 
-__all__ = ["OwnerAssignment", "PartitionError", "assign_owner", "owner_id_for", "parse_arch_mix"]
+__all__ = [
+    "OwnerAssignment",
+    "PartitionError",
+    "assign_owner",
+    "owner_id_for",
+    "parse_arch_mix",
+    "width_for",
+]
 
 
 class PartitionError(ValueError):
@@ -75,6 +82,11 @@ def _arch_cycle(mix: Sequence[tuple[str, int]]) -> list[str]:
     return [name for _, _, name in sorted(slots)][:total]
 
 
+def width_for(arch: str, *, conv_width: int, resnet_width: int) -> int:
+    """The base width of an owner's model: ``resnet_width`` for ResNets, else ``conv_width``."""
+    return resnet_width if arch.startswith("resnet") else conv_width
+
+
 def assign_owner(
     partition_id: int,
     num_partitions: int,
@@ -84,6 +96,7 @@ def assign_owner(
     arch_mix: str = "conv4:2,resnet10:1,resnet18:1",
     classes_per_owner: int = 5,
     width: int = 32,
+    resnet_width: int = 16,
     in_channels: int = 1,
     image_size: int = 32,
 ) -> OwnerAssignment:
@@ -96,7 +109,9 @@ def assign_owner(
         seed: run seed; the same seed gives the same assignment everywhere.
         arch_mix: architecture weights (see :func:`parse_arch_mix`).
         classes_per_owner: the N of each owner's N-way classifier.
-        width: base width of every architecture.
+        width: filters per block of a Conv4 owner.
+        resnet_width: base width of a ResNet-10/18 owner (16: affordable to invert on a
+            CPU server; see the README's model cost table).
         in_channels: image channels of the split.
         image_size: image side of the split.
     """
@@ -117,7 +132,7 @@ def assign_owner(
         in_channels=in_channels,
         image_size=image_size,
         num_classes=classes_per_owner,
-        width=width,
+        width=width_for(arch, conv_width=width, resnet_width=resnet_width),
         mean=(0.5,) * in_channels,
         std=(0.5,) * in_channels,
     )

@@ -340,6 +340,13 @@ def _aggregate(
     return table
 
 
+def _partial(report: dict[str, Any]) -> str:
+    planned = report.get("preset_seeds", report["seeds"])
+    if len(report["seeds"]) >= len(planned):
+        return ""
+    return f" (PARTIAL: {len(report['seeds'])} of the preset's {len(planned)} seeds)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Tables of ``report`` (generated from the JSON, never typed by hand)."""
     lines = [f"Accuracy, preset `{report['preset']}`: {report['note']}", ""]
@@ -348,7 +355,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
             f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
             f"Conv4 teachers), 5-way, {report['test_tasks']} meta-test tasks x "
-            f"{len(report['seeds'])} seed(s); mean ± 95% CI in %:",
+            f"{len(report['seeds'])} seed(s){_partial(report)}; mean ± 95% CI in %:",
             "",
             "| method | " + " | ".join(f"{s}-shot" for s in report["shots"]) + " |",
             "|---|" + "---:|" * len(report["shots"]),
@@ -375,17 +382,101 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> dict[str, Any]:
-    """Train and evaluate every method; write JSON, markdown and plots; return the report."""
+def _unit_dir(work_dir: Path, setting: str, seed: int) -> Path:
+    return work_dir / setting / f"seed{seed}"
+
+
+def _load_unit(path: Path) -> dict[str, Any] | None:
+    """A finished (setting, seed) unit saved by :func:`_save_unit`, or None."""
+    done = path / "unit.json"
+    if not done.is_file():
+        return None
+    unit: dict[str, Any] = json.loads(done.read_text())
+    unit["accuracies"] = {
+        m: {int(k): np.asarray(v, dtype=np.float64) for k, v in by_shot.items()}
+        for m, by_shot in unit["accuracies"].items()
+    }
+    grid = path / "grid.pt"
+    unit["grid"] = torch.load(grid, weights_only=True) if grid.is_file() else []
+    return unit
+
+
+def _save_unit(path: Path, unit: dict[str, Any]) -> None:
+    """Write a finished unit atomically (the JSON last, so a partial write is not 'done')."""
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(unit["grid"], path / "grid.pt")
+    record = {k: v for k, v in unit.items() if k != "grid"}
+    record["accuracies"] = {
+        m: {str(k): v.tolist() for k, v in by_shot.items()}
+        for m, by_shot in unit["accuracies"].items()
+    }
+    tmp = path / "unit.json.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path / "unit.json")
+
+
+def _run_unit(
+    preset: AccuracyPreset,
+    name: str,
+    run_seed: int,
+    teachers: list[Teacher],
+    spec: Any,
+    data: tuple[ClassImages, ClassImages, ClassImages],
+    ceiling: tuple[dict[int, Classifier], dict[str, Any]],
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Train every method for one (setting, seed) and meta-test them on the same tasks."""
+    _, val, test = data
+    free_models, info, grid = _train_free_variants(preset, name, run_seed, teachers, val, work_dir)
+    models = {m: dict.fromkeys(preset.shots, free_models[m]) for m in FREE_VARIANTS}
+    models["random"] = dict.fromkeys(preset.shots, random_initialisation(spec, run_seed))
+    averaged = 0
+    try:
+        average, averaged = average_teachers(teachers, spec)
+        models["average"] = dict.fromkeys(preset.shots, average)
+    except BaselineError as err:
+        logger.warning("%s: Average skipped: %s", name, err)
+    models["maml"] = ceiling[0]
+    info["maml"] = ceiling[1]
+    return {
+        "accuracies": _evaluate_all(preset, models, test, run_seed),
+        "training": info,
+        "average_teachers": averaged,
+        "grid": [(label, images) for label, images in grid],
+    }
+
+
+def run(
+    preset_name: str,
+    out_dir: Path,
+    seed: int,
+    cache_dir: Path | None,
+    only_seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every method; write JSON, markdown and plots; return the report.
+
+    Each finished (setting, seed) unit is saved under the work directory and reused by a
+    later call with the same preset, so a long ``full`` run can be stopped and resumed (a
+    unit interrupted mid-training also resumes, from the FREE trainers' checkpoints).
+    ``only_seeds`` restricts the run to some of the preset's seeds; the report then says
+    how many seeds it aggregates.
+    """
     preset = PRESETS[preset_name]
     seeds = tuple(seed + s for s in preset.seeds)
+    if only_seeds is not None:
+        unknown = sorted(set(only_seeds) - set(seeds))
+        if unknown:
+            raise ValueError(f"seeds {unknown} are not among the preset's seeds {list(seeds)}")
+        seeds = tuple(s for s in seeds if s in only_seeds)
     started = time.perf_counter()
     train, val, test = (load_split(preset.dataset, s) for s in ("train", "val", "test"))
+    data = (train, val, test)
     spec = learner_spec(preset.free.meta_learner)
     key = hashlib.sha256(json.dumps(preset.free.to_dict(), sort_keys=True).encode()).hexdigest()
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
     work_dir = root / f"accuracy-{preset_name}-{key[:10]}"
-    ceilings = {s: _train_ceiling(preset, train, val, s) for s in seeds}
+    logger.info("work directory (finished units are reused): %s", work_dir)
+    ceilings: dict[int, tuple[dict[int, Classifier], dict[str, Any]]] = {}
     settings: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
     grids: list[Any] = []
@@ -402,24 +493,24 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         training: dict[int, Any] = {}
         averaged = 0
         for run_seed in seeds:
-            free_models, info, grid = _train_free_variants(
-                preset, name, run_seed, teachers, val, work_dir
-            )
-            models = {m: dict.fromkeys(preset.shots, free_models[m]) for m in FREE_VARIANTS}
-            models["random"] = dict.fromkeys(preset.shots, random_initialisation(spec, run_seed))
-            try:
-                average, averaged = average_teachers(teachers, spec)
-                models["average"] = dict.fromkeys(preset.shots, average)
-            except BaselineError as err:
-                logger.warning("%s: Average skipped: %s", name, err)
-            models["maml"] = ceilings[run_seed][0]
-            info["maml"] = ceilings[run_seed][1]
-            training[run_seed] = info
-            per_seed[run_seed] = _evaluate_all(preset, models, test, run_seed)
+            unit_dir = _unit_dir(work_dir, name, run_seed)
+            unit = _load_unit(unit_dir)
+            if unit is None:
+                if run_seed not in ceilings:
+                    ceilings[run_seed] = _train_ceiling(preset, train, val, run_seed)
+                unit = _run_unit(
+                    preset, name, run_seed, teachers, spec, data, ceilings[run_seed], work_dir
+                )
+                _save_unit(unit_dir, unit)
+            else:
+                logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
+            per_seed[run_seed] = unit["accuracies"]
+            training[run_seed] = unit["training"]
+            averaged = unit["average_teachers"]
             if run_seed == seeds[0]:
-                grids += [(f"{name}: {label}", images) for label, images in grid]
+                grids += [(f"{name}: {label}", images) for label, images in unit["grid"]]
                 for variant in FREE_VARIANTS:
-                    c = info[variant]["val_curve"]
+                    c = unit["training"][variant]["val_curve"]
                     curves[f"{name} {LABELS[variant]}"] = (c["iteration"], c["accuracy"])
         settings.append(
             {
@@ -438,6 +529,7 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         "dataset": preset.dataset,
         "data_fingerprint": data_fingerprint(train),
         "seeds": list(seeds),
+        "preset_seeds": [seed + s for s in preset.seeds],
         "shots": list(preset.shots),
         "test_tasks": preset.test_tasks,
         "settings": settings,
@@ -481,9 +573,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--seed", type=int, default=0, help="offset added to the preset's seeds")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run only these of the preset's seeds (finished ones are reused anyway)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run(args.preset, args.out, args.seed, args.cache_dir)
+    planned = {args.seed + s for s in PRESETS[args.preset].seeds}
+    if args.seeds is not None and not set(args.seeds) <= planned:
+        parser.error(f"--seeds {args.seeds}: the preset's seeds are {sorted(planned)}")
+    report = run(args.preset, args.out, args.seed, args.cache_dir, args.seeds)
     for setting in report["settings"]:
         for shot in report["shots"]:
             s = setting["results"][str(shot)]["_summary"]

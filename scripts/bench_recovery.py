@@ -98,7 +98,9 @@ PRESETS: dict[str, RecoveryPreset] = {
         eval_held_out=1,
         meta_iterations=3,
         teachers_per_iteration=2,
-        inversion=replace(_CPU_INVERSION, generator_width=4, latent_dim=32, images_per_class=4),
+        inversion=replace(
+            _CPU_INVERSION, generator_width=4, latent_dim=32, images_per_class=4, scratch_steps=20
+        ),
         max_scratch_steps=30,
         curve_free_k=(1, 3),
         curve_scratch_steps=(3, 9),
@@ -120,11 +122,11 @@ PRESETS: dict[str, RecoveryPreset] = {
     ),
     "full": RecoveryPreset(
         dataset="glyphs",
-        pool=PoolSettings(teachers=40),
-        meta_teachers=30,
-        eval_in_pool=10,
+        pool=PoolSettings(teachers=100),
+        meta_teachers=90,
+        eval_in_pool=20,
         eval_held_out=10,
-        meta_iterations=100,
+        meta_iterations=300,
         teachers_per_iteration=4,
         inversion=_CPU_INVERSION,
         max_scratch_steps=1000,
@@ -151,6 +153,8 @@ class TeacherRow:
     scratch_quality: float
     scratch_confidence: float
     scratch_reached: bool
+    budget_seconds: float
+    budget_quality: float
 
 
 def _teacher_rng(seed: int, index: int, salt: int) -> torch.Generator:
@@ -216,6 +220,14 @@ def measure_teacher(
         target_accuracy=free.accuracy,
         check_every=1,
     )
+    # The published protocol on the same teacher: scratch at its fixed budget (200 steps in
+    # BiDf-MKD / TGR), however early it would have matched FREE's quality.
+    budget = invert_from_scratch(
+        teacher,
+        preset.inversion,
+        _teacher_rng(seed, index, 5),
+        steps=preset.inversion.scratch_steps,
+    )
     row = TeacherRow(
         teacher_id=teacher.teacher_id,
         held_out=held_out,
@@ -229,6 +241,8 @@ def measure_teacher(
         scratch_quality=scratch.recovered.accuracy,
         scratch_confidence=scratch.recovered.confidence,
         scratch_reached=scratch.reached,
+        budget_seconds=budget.seconds,
+        budget_quality=budget.recovered.accuracy,
     )
     logger.info(
         "%s%s: FREE %.3f s q=%.3f | scratch %.3f s, %d steps, q=%.3f%s",
@@ -323,9 +337,13 @@ def summarise(rows: Sequence[TeacherRow]) -> dict[str, Any]:
         return {}
     free_s = float(np.mean([r.free_seconds for r in rows]))
     scratch_s = float(np.mean([r.scratch_seconds for r in rows]))
+    budget_s = float(np.mean([r.budget_seconds for r in rows]))
     return {
         "teachers": len(rows),
         "speedup": scratch_s / free_s,
+        "published_budget_speedup": budget_s / free_s,
+        "published_budget_seconds_per_task": budget_s,
+        "published_budget_quality": float(np.mean([r.budget_quality for r in rows])),
         "free_seconds_per_task": free_s,
         "scratch_seconds_per_task": scratch_s,
         "free_steps": float(np.mean([r.free_steps for r in rows])),
@@ -376,16 +394,22 @@ def markdown(report: dict[str, Any]) -> str:
     if "summary" in fast:
         lines += _table_rows(fast["summary"], fast["k"])
     meta = report["meta_training"]
+    overall = report["summary"]["all"]
     lines += [
+        "",
+        f"Published protocol, not the headline: scratch at its fixed budget of "
+        f"{inv['scratch_steps']} steps takes {overall['published_budget_seconds_per_task']:.3f} s "
+        f"per task (quality {overall['published_budget_quality']:.3f}) on the same teachers, "
+        f"{overall['published_budget_speedup']:.1f}x FREE's time at k = {inv['inner_steps']}; "
+        "most of those steps buy nothing the quality measure can see.",
         "",
         f"Meta-training of the generator (not counted per task): {meta['iterations']} "
         f"iterations, {meta['seconds']:.1f} s ({meta['seconds_per_iteration']:.3f} s each). "
         f"Smallest k whose mean quality reaches the bar on the curve teachers: "
         f"{fast.get('k', 'n/a')}. Quality bar {report['quality_bar']} (both methods): "
-        f"{'met' if report['meets_quality_bar'] else 'NOT met'}. For reference, the "
-        f"published budgets (scratch {inv['scratch_steps']} steps vs FREE "
-        f"{inv['inner_steps']}) differ by {report['published_budget_steps_ratio']:.0f}x in "
-        "steps; that ratio is not at matched quality.",
+        f"{'met' if report['meets_quality_bar'] else 'NOT met'}. The published budgets "
+        f"(scratch {inv['scratch_steps']} steps vs FREE {inv['inner_steps']}) differ by "
+        f"{report['published_budget_steps_ratio']:.0f}x in steps.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -451,6 +475,7 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         "smallest_k_meeting_bar": fast,
         "published_budget_steps_ratio": preset.inversion.scratch_steps
         / preset.inversion.inner_steps,
+        "published_budget_speedup": overall["published_budget_speedup"],
         "meta_training": meta,
         "curves": curves,
         "inversion": asdict(preset.inversion),

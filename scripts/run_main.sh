@@ -87,7 +87,18 @@ wait "$FLWR_PID"
 RC=$?
 set -e
 FLWR_PID=""
-echo "[run_main] flwr run finished in $(( $(date +%s) - START )) s (exit code $RC)"
+ELAPSED=$(( $(date +%s) - START ))
+echo "[run_main] flwr run finished in $ELAPSED s (exit code $RC)"
+# Machine-readable timing for `python -m scripts.record_main_job` (the README's figures).
+python - "$OUT/timing.json" "$ELAPSED" "$RC" "$OWNERS" "$*" <<'EOF' || true
+import json, os, sys
+path, seconds, rc, owners, extra = sys.argv[1:]
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w") as f:
+    json.dump({"flwr_run_s": int(seconds), "exit_code": int(rc), "owners": int(owners),
+               "extra_args": extra, "cpus": os.cpu_count(),
+               "load_average_end": os.getloadavg()[0]}, f, indent=2)
+EOF
 if [[ -f "$OUT/RESULT.txt" ]]; then
   cat "$OUT/RESULT.txt"
 else

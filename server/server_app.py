@@ -96,10 +96,12 @@ def main(grid: Grid, context: Context) -> None:
     _configure_logging()
     started = time.time()
     rc = dict(context.run_config)
-    threads = rc.get("server.threads", 1)
+    threads = rc.get("server.threads", 0)
     if isinstance(threads, int) and threads > 0:
-        # 1 by default: on a shared few-core host, idle Ray actors and the SuperLink compete,
-        # and oversubscribed intra-op threads made FREE ~6x slower (measured).
+        # 0 (default) keeps torch's choice, one thread per core: FREE and the meta-test run
+        # after the owners have replied, so they have the host to themselves. On 2 cores
+        # this made the main job 1.7x faster than 1 thread (README, Federation / Measured).
+        # Set 1 when the server shares its host with busy clients.
         torch.set_num_threads(threads)
     settings = FederationSettings.from_run_config(rc)
     free_config = free_config_from_run_config(rc)

@@ -34,3 +34,31 @@ def test_accuracy_smoke_writes_every_method(
     for name in ("accuracy.md", "accuracy_val_curves.png", "accuracy_recovered_images.png"):
         assert (out / name).stat().st_size > 0
     assert "FREE − best data-free baseline" in capsys.readouterr().out
+
+
+def test_finished_units_are_reused_by_a_second_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["--preset", "smoke", "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "p")]
+    assert bench_accuracy.main(args) == 0
+    first = json.loads((tmp_path / "a" / "accuracy.json").read_text())
+
+    def must_not_train(*_: object, **__: object) -> None:
+        raise AssertionError("a finished (setting, seed) unit was trained again")
+
+    monkeypatch.setattr(bench_accuracy, "_run_unit", must_not_train)
+    again = ["--preset", "smoke", "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "p")]
+    assert bench_accuracy.main(again) == 0
+    second = json.loads((tmp_path / "b" / "accuracy.json").read_text())
+    for a, b in zip(first["settings"], second["settings"], strict=True):
+        assert a["results"] == b["results"]
+    assert (tmp_path / "b" / "accuracy_recovered_images.png").stat().st_size > 0
+
+
+def test_seeds_outside_the_preset_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_accuracy.main(["--preset", "smoke", "--seeds", "7", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "the preset's seeds are [0]" in capsys.readouterr().err

@@ -9,8 +9,10 @@ from scripts import bench_accuracy, bench_recovery
 from scripts.bench_recovery import TeacherRow, summarise
 
 
-def _row(free_s: float, scratch_s: float, held: bool) -> TeacherRow:
-    return TeacherRow("t", held, free_s, 5, 0.95, 0.9, 0.4, scratch_s, 100, 0.96, 0.8, True)
+def _row(free_s: float, scratch_s: float, held: bool, budget_s: float = 8.0) -> TeacherRow:
+    return TeacherRow(
+        "t", held, free_s, 5, 0.95, 0.9, 0.4, scratch_s, 100, 0.96, 0.8, True, budget_s, 0.99
+    )
 
 
 def test_recovery_speedup_is_ratio_of_mean_seconds() -> None:
@@ -18,6 +20,8 @@ def test_recovery_speedup_is_ratio_of_mean_seconds() -> None:
     assert s["speedup"] == pytest.approx(4.0 / 0.2)
     assert s["free_quality"] == pytest.approx(0.95)
     assert s["scratch_reached_fraction"] == 1.0
+    assert s["published_budget_speedup"] == pytest.approx(8.0 / 0.2)
+    assert s["published_budget_quality"] == pytest.approx(0.99)
     assert summarise([]) == {}
 
 
@@ -46,6 +50,7 @@ def test_recovery_markdown_lists_every_group() -> None:
     }
     text = bench_recovery.markdown(report)
     assert "| held-out | 1 | 5 |" in text and "**25.0x**" in text
+    assert "fixed budget of 200 steps" in text and "53.3x FREE's time at k = 5" in text
 
 
 def test_accuracy_aggregate_pools_seeds_and_checks_goal() -> None:
