@@ -281,9 +281,7 @@ class FreeTrainer:
 
     def _sample_ids(self) -> list[str]:
         self._screen_new()
-        # Sorted: acceptance order follows reply arrival, which varies from run to run;
-        # teacher ids derive from the weights' digest, so a seeded run samples the same.
-        active = sorted(t for t in self.source.ids() if self.state.screened[t]["accepted"])
+        active = [t for t in self.source.ids() if self.state.screened[t]["accepted"]]
         if not active:
             raise FreeTrainingError(
                 f"no usable teacher: {len(self.state.screened)} screened, all excluded"

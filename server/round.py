@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from free_common.card import decode_card
 from free_common.submission import Submission
 from server.pool import ModelPool
 from server.validation import Rejected, Validator
@@ -114,19 +115,20 @@ def process_round(
         The outcome; owners with no reply are listed as missing.
     """
     outcome = RoundOutcome(round=round_num, asked=len(sent))
-    answered: set[str] = set()
-    for reply in replies:
+    first: dict[str, Reply] = {}
+    for reply in replies:  # arrival order: the first reply to an instruction counts
         node = sent.get(reply.reply_to)
         if node is None:
             logger.warning(
                 "round %d: ignoring a reply to unknown message %r", round_num, reply.reply_to
             )
-            continue
-        if reply.reply_to in answered:
+        elif reply.reply_to in first:
             logger.warning("round %d: ignoring a second reply from node %d", round_num, node)
-            continue
-        answered.add(reply.reply_to)
-        _handle(round_num, node, reply, validator, pool, outcome)
+        else:
+            first[reply.reply_to] = reply
+    answered = set(first)
+    for reply in sorted(first.values(), key=lambda r: _order_key(r, sent)):
+        _handle(round_num, sent[reply.reply_to], reply, validator, pool, outcome)
     for message_id, node in sent.items():
         if message_id not in answered:
             outcome.missing.append(node)
@@ -135,6 +137,22 @@ def process_round(
             )
     logger.info(outcome.summary())
     return outcome
+
+
+def _order_key(reply: Reply, sent: Mapping[str, int]) -> tuple[str, int, str]:
+    """Where a reply goes in the pool: by claimed owner id, then node, never by arrival.
+
+    Replies arrive in whatever order the owners finish, so the pool's acceptance order (and
+    with it a seeded FREE run's teacher sampling) would change from run to run. The owner id
+    is only a sort key here; validation decides what the submission is worth.
+    """
+    owner = ""
+    if reply.submission is not None:
+        try:
+            owner = decode_card(reply.submission.card).owner_id
+        except Exception:  # noqa: BLE001 - hostile bytes are rejected later, with a reason
+            owner = ""
+    return owner, sent.get(reply.reply_to, -1), reply.reply_to
 
 
 def _handle(

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import torch
 
 from .federation_support import FAST, processes_mentioning, run_main
 
@@ -41,3 +42,24 @@ def test_run_main_small_federation(tmp_path: Path) -> None:
     assert "" not in signed  # every model was signature-checked (demo keys)
     assert "stopping the local SuperLink" in log
     assert not processes_mentioning(str(run_dir / "flwr-home"))
+
+
+def test_same_seed_gives_the_same_meta_learner(tmp_path: Path) -> None:
+    """Replies arrive in any order; the pool and FREE do not depend on it."""
+    learners = []
+    for run in ("a", "b"):
+        run_dir = tmp_path / run
+        result = run_main(run_dir, owners=3, run_config=FAST, timeout=400)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+        timing = json.loads((run_dir / "out" / "timing.json").read_text())
+        assert timing["exit_code"] == 0 and timing["owners"] == 3
+        checkpoint = torch.load(
+            run_dir / "out" / "free" / "checkpoints" / "latest.pt", weights_only=True
+        )
+        learners.append(checkpoint["learner"])
+        with sqlite3.connect(run_dir / "out" / "pool" / "pool.db") as db:
+            order = [r[0] for r in db.execute("SELECT owner_id FROM models ORDER BY seq")]
+        assert order == sorted(order)
+    assert learners[0].keys() == learners[1].keys()
+    for name, tensor in learners[0].items():
+        assert torch.equal(tensor, learners[1][name]), name

@@ -36,6 +36,19 @@ def test_replies_are_attributed_by_message_id(tmp_path: Path) -> None:
             check_min_replies(out, 2, len(pool))
 
 
+def test_pool_order_follows_owner_ids_not_arrival(tmp_path: Path) -> None:
+    sent = {f"m{i}": 20 + i for i in range(4)}
+    subs = {f"m{i}": make_submission(f"owner-{3 - i:03d}", seed=i) for i in range(4)}
+    orders = []
+    for run, arrival in enumerate((["m0", "m1", "m2", "m3"], ["m2", "m0", "m3", "m1"])):
+        replies = [Reply(m, submission=subs[m]) for m in arrival]
+        with ModelPool(tmp_path / str(run)) as pool:
+            process_round(1, sent, replies, validator=Validator(), pool=pool)
+            orders.append([(e.owner_id, e.node_id) for e in pool.entries()])
+    assert orders[0] == orders[1]
+    assert [owner for owner, _ in orders[0]] == [f"owner-{i:03d}" for i in range(4)]
+
+
 def test_unpack_submission_from_records() -> None:
     sub = make_submission()
     content = RecordDict(
