@@ -386,12 +386,19 @@ def _unit_dir(work_dir: Path, setting: str, seed: int) -> Path:
     return work_dir / setting / f"seed{seed}"
 
 
-def _load_unit(path: Path) -> dict[str, Any] | None:
-    """A finished (setting, seed) unit saved by :func:`_save_unit`, or None."""
+def _load_unit(path: Path, config_key: str) -> dict[str, Any] | None:
+    """A finished (setting, seed) unit saved by :func:`_save_unit`, or None.
+
+    A unit saved for another configuration (``config_key``: hash of the preset's FREE
+    configuration) is ignored with a warning and measured again.
+    """
     done = path / "unit.json"
     if not done.is_file():
         return None
     unit: dict[str, Any] = json.loads(done.read_text())
+    if unit.get("config_key", config_key) != config_key:
+        logger.warning("%s was measured with another configuration: measuring again", done)
+        return None
     unit["accuracies"] = {
         m: {int(k): np.asarray(v, dtype=np.float64) for k, v in by_shot.items()}
         for m, by_shot in unit["accuracies"].items()
@@ -452,6 +459,7 @@ def run(
     seed: int,
     cache_dir: Path | None,
     only_seeds: Sequence[int] | None = None,
+    units_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every method; write JSON, markdown and plots; return the report.
 
@@ -459,10 +467,14 @@ def run(
     later call with the same preset, so a long ``full`` run can be stopped and resumed (a
     unit interrupted mid-training also resumes, from the FREE trainers' checkpoints).
     ``only_seeds`` restricts the run to some of the preset's seeds; the report then says
-    how many seeds it aggregates.
+    how many seeds it aggregates. ``units_dir`` keeps the finished units somewhere else (a
+    folder to commit or copy to another machine, so that seeds run on different machines
+    add up to one report).
     """
     preset = PRESETS[preset_name]
     seeds = tuple(seed + s for s in preset.seeds)
+    if units_dir is not None:
+        units_dir.mkdir(parents=True, exist_ok=True)
     if only_seeds is not None:
         unknown = sorted(set(only_seeds) - set(seeds))
         if unknown:
@@ -493,15 +505,15 @@ def run(
         training: dict[int, Any] = {}
         averaged = 0
         for run_seed in seeds:
-            unit_dir = _unit_dir(work_dir, name, run_seed)
-            unit = _load_unit(unit_dir)
+            unit_dir = _unit_dir(units_dir or work_dir, name, run_seed)
+            unit = _load_unit(unit_dir, key[:10])
             if unit is None:
                 if run_seed not in ceilings:
                     ceilings[run_seed] = _train_ceiling(preset, train, val, run_seed)
                 unit = _run_unit(
                     preset, name, run_seed, teachers, spec, data, ceilings[run_seed], work_dir
                 )
-                _save_unit(unit_dir, unit)
+                _save_unit(unit_dir, {**unit, "config_key": key[:10]})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
             per_seed[run_seed] = unit["accuracies"]
@@ -580,12 +592,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run only these of the preset's seeds (finished ones are reused anyway)",
     )
+    parser.add_argument(
+        "--units",
+        type=Path,
+        default=None,
+        help="folder of finished (setting, seed) units to reuse and extend "
+        "(default: the work directory under the cache)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     planned = {args.seed + s for s in PRESETS[args.preset].seeds}
     if args.seeds is not None and not set(args.seeds) <= planned:
         parser.error(f"--seeds {args.seeds}: the preset's seeds are {sorted(planned)}")
-    report = run(args.preset, args.out, args.seed, args.cache_dir, args.seeds)
+    report = run(args.preset, args.out, args.seed, args.cache_dir, args.seeds, args.units)
     for setting in report["settings"]:
         for shot in report["shots"]:
             s = setting["results"][str(shot)]["_summary"]

@@ -62,3 +62,26 @@ def test_seeds_outside_the_preset_are_refused(
         bench_accuracy.main(["--preset", "smoke", "--seeds", "7", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "the preset's seeds are [0]" in capsys.readouterr().err
+
+
+def test_units_of_another_configuration_are_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "p")]
+    assert bench_accuracy.main([*args, "--units", str(units)]) == 0
+    saved = sorted(units.glob("*/seed0/unit.json"))
+    assert [p.parent.parent.name for p in saved] == ["multi", "single"]
+    stale = json.loads(saved[0].read_text())
+    stale["config_key"] = "another"
+    saved[0].write_text(json.dumps(stale))
+    trained: list[str] = []
+    real = bench_accuracy._run_unit
+
+    def counting(*a: object, **k: object) -> object:
+        trained.append(str(a[1]))
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_accuracy, "_run_unit", counting)
+    assert bench_accuracy.main([*args, "--units", str(units)]) == 0
+    assert trained == ["multi"]
