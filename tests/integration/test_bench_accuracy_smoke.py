@@ -85,3 +85,14 @@ def test_units_of_another_configuration_are_measured_again(
     monkeypatch.setattr(bench_accuracy, "_run_unit", counting)
     assert bench_accuracy.main([*args, "--units", str(units)]) == 0
     assert trained == ["multi"]
+
+
+def test_one_setting_only_says_what_is_missing(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    args = ["--preset", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "p")]
+    assert bench_accuracy.main([*args, "--settings", "single"]) == 0
+    report = json.loads((out / "accuracy.json").read_text())
+    assert [s["name"] for s in report["settings"]] == ["single"]
+    assert "PARTIAL: not run yet: the multi pool setting(s)." in (out / "accuracy.md").read_text()
+    with pytest.raises(SystemExit):
+        bench_accuracy.main([*args, "--settings", "nope"])
