@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,47 @@ def test_accuracy_aggregate_pools_seeds_and_checks_goal() -> None:
     assert summary["free_minus_best_baseline_points"] == pytest.approx(1.0)
     assert summary["goal_met"] is False
     assert summary["ceiling_minus_free_points"] == pytest.approx(10.0)
+
+
+def _report_of(methods: tuple[str, ...]) -> dict[str, object]:
+    values = {"free": 0.50, "random": 0.40, "average": 0.45, "no_alignment": 0.48}
+    per_seed = {0: {m: {1: np.full(10, values[m])} for m in methods}}
+    return {
+        "preset": "long",
+        "note": "a note",
+        "seeds": [0],
+        "preset_seeds": [0],
+        "preset_settings": ["single"],
+        "shots": [1],
+        "methods": list(methods),
+        "test_tasks": 10,
+        "settings": [
+            {
+                "name": "single",
+                "archs": ["conv4"],
+                "teachers": 4,
+                "average_teachers": 4,
+                "results": bench_accuracy._aggregate(per_seed, [1]),
+            }
+        ],
+    }
+
+
+def test_accuracy_markdown_names_the_methods_a_preset_does_not_run() -> None:
+    text = bench_accuracy.markdown(_report_of(("free", "random", "average", "no_alignment")))
+    assert "Not run in this preset: Scratch inversion + meta-learning, FREE, hard labels, " in text
+    assert "| FREE w/o alignment | 48.00 ± 0.00 |" in text
+    assert "MAML on real data" not in text.split("Not run in this preset")[1].split("\n", 1)[1]
+    assert "best data-free baseline run here (Average (FedAvg)) = +5.00 points" in text
+    assert "met against these baselines); ceiling − FREE = n/a points." in text
+
+
+def test_accuracy_presets_must_run_free_and_known_methods() -> None:
+    full = bench_accuracy.PRESETS["full"]
+    assert full.methods == bench_accuracy.METHODS and full.stem == "accuracy"
+    long = bench_accuracy.PRESETS["long"]
+    assert long.stem == "accuracy_long" and "scratch" not in long.methods
+    assert long.free.iterations == 8 * full.free.iterations
+    for methods in (("random", "average"), ("free", "oracle")):
+        with pytest.raises(ValueError, match="must include 'free'"):
+            replace(full, methods=methods)
