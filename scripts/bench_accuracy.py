@@ -141,6 +141,11 @@ class AccuracyPreset:
                 f"methods {list(self.methods)}: must include 'free' and be among {list(METHODS)}"
             )
 
+    @property
+    def free_variants(self) -> tuple[str, ...]:
+        """The methods of this preset that run the FREE training loop, in run order."""
+        return tuple(v for v in FREE_VARIANTS if v in self.methods)
+
 
 def _free_config(
     base: FreeConfig, *, iterations: int, warmup: int, every: int, val_tasks: int, scratch: int
@@ -268,7 +273,7 @@ def _train_free_variants(
     info: dict[str, Any] = {}
     grid: list[Any] = []
     config = replace(preset.free, seed=seed)
-    for variant in (v for v in FREE_VARIANTS if v in preset.methods):
+    for variant in preset.free_variants:
         started = time.perf_counter()
         trainer = free_trainer(
             config,
@@ -383,6 +388,11 @@ def _missing_settings(report: dict[str, Any]) -> list[str]:
     return [s for s in report.get("preset_settings", []) if s not in done]
 
 
+def _baselines_not_run(report: dict[str, Any]) -> list[str]:
+    """The data-free baselines the report's preset left out (its margin ignores them)."""
+    return [m for m in DATA_FREE_BASELINES if m not in report.get("methods", METHODS)]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Tables of ``report`` (generated from the JSON, never typed by hand)."""
     lines = [f"Accuracy, preset `{report['preset']}`: {report['note']}", ""]
@@ -393,6 +403,7 @@ def markdown(report: dict[str, Any]) -> str:
     skipped = [LABELS[m] for m in METHODS if m not in methods]
     if skipped:
         lines += [f"Not run in this preset: {', '.join(skipped)}.", ""]
+    partial_baselines = bool(_baselines_not_run(report))
     for setting in report["settings"]:
         lines += [
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
@@ -411,7 +422,6 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{100 * entry['mean']:.2f} ± {100 * entry['ci95']:.2f}" if entry else "n/a"
                 )
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
-        partial_baselines = any(m not in methods for m in DATA_FREE_BASELINES)
         for shot in report["shots"]:
             s = setting["results"][str(shot)]["_summary"]
             ceiling = s["ceiling_minus_free_points"]
@@ -572,7 +582,7 @@ def run(
             averaged = unit["average_teachers"]
             if run_seed == seeds[0]:
                 grids += [(f"{name}: {label}", images) for label, images in unit["grid"]]
-                for variant in (v for v in FREE_VARIANTS if v in preset.methods):
+                for variant in preset.free_variants:
                     c = unit["training"][variant]["val_curve"]
                     curves[f"{name} {LABELS[variant]}"] = (c["iteration"], c["accuracy"])
         settings.append(
@@ -666,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(
         args.preset, args.out, args.seed, args.cache_dir, args.seeds, args.units, args.settings
     )
-    not_run = [m for m in DATA_FREE_BASELINES if m not in report["methods"]]
+    not_run = _baselines_not_run(report)
     caveat = f"; baselines not run: {', '.join(not_run)}" if not_run else ""
     for setting in report["settings"]:
         for shot in report["shots"]:

@@ -152,7 +152,7 @@ def _order_key(reply: Reply, sent: Mapping[str, int]) -> tuple[str, int, str]:
             owner = decode_card(reply.submission.card).owner_id
         except Exception:  # noqa: BLE001 - hostile bytes are rejected later, with a reason
             owner = ""
-    return owner, sent.get(reply.reply_to, -1), reply.reply_to
+    return owner, sent[reply.reply_to], reply.reply_to
 
 
 def _handle(
