@@ -393,9 +393,26 @@ def _baselines_not_run(report: dict[str, Any]) -> list[str]:
     return [m for m in DATA_FREE_BASELINES if m not in report.get("methods", METHODS)]
 
 
+def alignment_step(config: dict[str, Any]) -> str:
+    """FREE's meta-learner step in words, from a ``FreeConfig.to_dict()``."""
+    learner = config["meta_learner"]
+    if not learner["alignment"]:
+        return "joint KD step (no alignment)"
+    optimiser = {"sgd": "SGD", "adam": "Adam"}[learner["inner_optimizer"]]
+    return (
+        f"inner {optimiser} lr {learner['inner_lr']:g}, "
+        f"outer gradient {learner['reptile_scale']:g}·(φ − φ')"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Tables of ``report`` (generated from the JSON, never typed by hand)."""
-    lines = [f"Accuracy, preset `{report['preset']}`: {report['note']}", ""]
+    lines = [
+        f"Accuracy, preset `{report['preset']}`: {report['note']}",
+        "",
+        f"FREE's alignment step: {alignment_step(report['free_config'])}.",
+        "",
+    ]
     missing = _missing_settings(report)
     if missing:
         lines += [f"PARTIAL: not run yet: the {', '.join(missing)} pool setting(s).", ""]
@@ -574,7 +591,8 @@ def run(
                 unit = _run_unit(
                     preset, name, run_seed, teachers, spec, data, ceilings.get(run_seed), work_dir
                 )
-                _save_unit(unit_dir, {**unit, "config_key": key[:10]})
+                record = {"config_key": key[:10], "free_config": preset.free.to_dict()}
+                _save_unit(unit_dir, {**unit, **record})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
             per_seed[run_seed] = unit["accuracies"]

@@ -73,6 +73,8 @@ def test_units_of_another_configuration_are_measured_again(
     saved = sorted(units.glob("*/seed0/unit.json"))
     assert [p.parent.parent.name for p in saved] == ["multi", "single"]
     stale = json.loads(saved[0].read_text())
+    base = bench_accuracy.PRESETS["smoke"].free
+    assert stale["free_config"] == base.to_dict()  # a unit says what it was measured with
     stale["config_key"] = "another"
     saved[0].write_text(json.dumps(stale))
     trained: list[str] = []

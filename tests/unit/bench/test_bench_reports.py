@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from free_common.config import FreeConfig
 from scripts import bench_accuracy, bench_recovery
 from scripts.bench_recovery import TeacherRow, summarise
 
@@ -95,6 +96,7 @@ def _report_of(methods: tuple[str, ...]) -> dict[str, object]:
         "shots": [1],
         "methods": list(methods),
         "test_tasks": 10,
+        "free_config": FreeConfig.preset("cpu").to_dict(),
         "settings": [
             {
                 "name": "single",
@@ -114,6 +116,17 @@ def test_accuracy_markdown_names_the_methods_a_preset_does_not_run() -> None:
     assert "MAML on real data" not in text.split("Not run in this preset")[1].split("\n", 1)[1]
     assert "best data-free baseline run here (Average (FedAvg)) = +5.00 points" in text
     assert "met against these baselines); ceiling − FREE = n/a points." in text
+    assert "FREE's alignment step: inner Adam lr 0.001, outer gradient 67·(φ − φ')." in text
+
+
+def test_alignment_step_names_the_published_sgd_and_joint_steps() -> None:
+    paper = FreeConfig.preset("paper").to_dict()
+    assert bench_accuracy.alignment_step(paper) == "inner Adam lr 0.001, outer gradient 67·(φ − φ')"
+    sgd = {**paper, "meta_learner": {**paper["meta_learner"], "inner_optimizer": "sgd"}}
+    sgd["meta_learner"].update(inner_lr=0.5, reptile_scale=2.0)
+    assert bench_accuracy.alignment_step(sgd) == "inner SGD lr 0.5, outer gradient 2·(φ − φ')"
+    paper["meta_learner"]["alignment"] = False
+    assert bench_accuracy.alignment_step(paper) == "joint KD step (no alignment)"
 
 
 def test_accuracy_presets_must_run_free_and_known_methods() -> None:

@@ -60,3 +60,11 @@ def test_bad_run_config_raises(key: str, value: object, match: str) -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ConfigError, match="preset"):
         FreeConfig.preset("huge")
+
+
+def test_cpu_preset_keeps_the_published_alignment_step() -> None:
+    """SGD inner steps won on the Conv4 pool but lost in the main job (README, alignment
+    study), so the cpu preset keeps the published step until the mixed pool is measured."""
+    paper, cpu = FreeConfig.preset("paper").meta_learner, FreeConfig.preset("cpu").meta_learner
+    assert (paper.inner_optimizer, paper.inner_lr, paper.reptile_scale) == ("adam", 1e-3, 67.0)
+    assert cpu == paper

@@ -48,6 +48,19 @@ def test_alignment_with_one_teacher_and_sgd_is_scaled_gradient() -> None:
         assert torch.allclose(got, 0.3 * g, atol=1e-6)
 
 
+def test_published_inner_adam_hands_the_outer_step_a_sign_vector() -> None:
+    """One teacher, the published fresh inner Adam: its first step is lr * g / (|g| + eps),
+    so the outer gradient is lr * scale * sign(g) wherever |g| >> eps, whatever |g| is."""
+    cfg = replace(ML, inner_optimizer="adam", inner_lr=1e-3, reptile_scale=67.0)
+    batches = _batches(1)
+    learner = _learner()
+    loss = kd_loss(learner(batches[0].images), batches[0].teacher_logits)
+    expected = torch.autograd.grad(loss, list(learner.parameters()))
+    for got, g in zip(_capture_grads(cfg, batches), expected, strict=True):
+        clear = g.abs() > 1e-5
+        assert torch.allclose(got[clear], 0.067 * g[clear].sign(), rtol=1e-2, atol=1e-6)
+
+
 def test_without_alignment_the_gradient_is_the_summed_kd_gradient() -> None:
     cfg = replace(ML, alignment=False)
     batches = _batches(3)
