@@ -1,5 +1,6 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,27 @@ def test_settings_from_run_config() -> None:
     assert cfg == FreeConfig.preset("test")
     cfg = free_config_from_run_config({"preset": "test", "free.iterations": 7})
     assert cfg.iterations == 7
+
+
+def _app_config() -> dict[str, object]:
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    config: dict[str, object] = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"][
+        "config"
+    ]
+    return config
+
+
+def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overridden() -> None:
+    """`flwr run --run-config` only takes keys the app declares: the SGD alignment option
+    (README, alignment study) is declared, and its placeholders leave the preset alone."""
+    rc = _app_config()
+    assert free_config_from_run_config(rc) == FreeConfig.preset("cpu")
+    rc.update(
+        {
+            "free.meta-learner.inner-optimizer": "sgd",
+            "free.meta-learner.inner-lr": 0.5,
+            "free.meta-learner.reptile-scale": 2.0,
+        }
+    )
+    learner = free_config_from_run_config(rc).meta_learner
+    assert (learner.inner_optimizer, learner.inner_lr, learner.reptile_scale) == ("sgd", 0.5, 2.0)
