@@ -243,7 +243,12 @@ PRESETS: dict[str, AccuracyPreset] = {
 }
 
 
-def _val_curve(history: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def config_key(config: FreeConfig) -> str:
+    """A short hash of ``config`` (10 hex digits) naming the work and unit it was measured by."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def val_curve(history: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
     rows = [h for h in history if h.get("kind") == "val"]
     return [float(h["iteration"]) for h in rows], [float(h["val_accuracy"]) for h in rows]
 
@@ -284,7 +289,7 @@ def _train_free_variants(
         )
         result = trainer.train(progress=True)
         models[variant] = result.model
-        iters, accs = _val_curve(result.history)
+        iters, accs = val_curve(result.history)
         info[variant] = {
             "seconds": time.perf_counter() - started,
             "iterations": result.iterations_done,
@@ -561,9 +566,9 @@ def run(
     train, val, test = (load_split(preset.dataset, s) for s in ("train", "val", "test"))
     data = (train, val, test)
     spec = learner_spec(preset.free.meta_learner)
-    key = hashlib.sha256(json.dumps(preset.free.to_dict(), sort_keys=True).encode()).hexdigest()
+    key = config_key(preset.free)
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
-    work_dir = root / f"accuracy-{preset_name}-{key[:10]}"
+    work_dir = root / f"accuracy-{preset_name}-{key}"
     logger.info("work directory (finished units are reused): %s", work_dir)
     ceilings: dict[int, tuple[dict[int, Classifier], dict[str, Any]]] = {}
     settings: list[dict[str, Any]] = []
@@ -584,14 +589,14 @@ def run(
         averaged = 0
         for run_seed in seeds:
             unit_dir = _unit_dir(units_dir or work_dir, name, run_seed)
-            unit = _load_unit(unit_dir, key[:10])
+            unit = _load_unit(unit_dir, key)
             if unit is None:
                 if "maml" in preset.methods and run_seed not in ceilings:
                     ceilings[run_seed] = _train_ceiling(preset, train, val, run_seed)
                 unit = _run_unit(
                     preset, name, run_seed, teachers, spec, data, ceilings.get(run_seed), work_dir
                 )
-                record = {"config_key": key[:10], "free_config": preset.free.to_dict()}
+                record = {"config_key": key, "free_config": preset.free.to_dict()}
                 _save_unit(unit_dir, {**unit, **record})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)

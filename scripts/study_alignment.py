@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -55,7 +54,7 @@ from free_common.free.meta_learner import (
     meta_learner_step,
 )
 from free_common.free.teachers import InMemoryTeachers, Teacher
-from scripts.bench_accuracy import PRESETS, AccuracyPreset
+from scripts.bench_accuracy import PRESETS, AccuracyPreset, config_key, val_curve
 from scripts.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split, teachers_of
 from server.baselines import free_trainer, variant_config
 from server.plots import save_curves
@@ -121,10 +120,6 @@ def arm_config(base: FreeConfig, arm: Arm) -> FreeConfig:
         reptile_scale=arm.reptile_scale,
     )
     return replace(base, seed=SEED, meta_learner=learner)
-
-
-def _config_key(config: FreeConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _flat_grad(model: torch.nn.Module) -> Tensor:
@@ -198,9 +193,8 @@ def _train_arm(
         result = trainer.train(progress=True)
     except NonFiniteLossError as err:
         logger.warning("arm %s diverged: %s", name, err)
-        return {"config_key": _config_key(config), "diverged": str(err)}
+        return {"config_key": config_key(config), "diverged": str(err)}
     seconds = time.perf_counter() - started
-    rows = [h for h in result.history if h.get("kind") == "val"]
     accuracies = {}
     for shot in preset.shots:
         res = evaluate(
@@ -209,14 +203,11 @@ def _train_arm(
         accuracies[str(shot)] = res.accuracies.tolist()
         logger.info("test %s %d-shot: %s", name, shot, res.format())
     return {
-        "config_key": _config_key(config),
+        "config_key": config_key(config),
         "seconds": seconds,
         "best_iteration": result.best_iteration,
         "best_val": result.best_val,
-        "val_curve": {
-            "iteration": [float(h["iteration"]) for h in rows],
-            "accuracy": [float(h["val_accuracy"]) for h in rows],
-        },
+        "val_curve": dict(zip(("iteration", "accuracy"), val_curve(result.history), strict=True)),
         "accuracies": accuracies,
     }
 
@@ -252,7 +243,7 @@ def _bench_unit(budget: str, units: Path) -> dict[str, Any] | None:
         report = units.parent / f"{PRESETS[budget].stem}.json"
         if report.is_file():
             config = json.loads(report.read_text()).get("free_config")
-            if config is not None and _config_key(FreeConfig.from_dict(config)) == unit.get(
+            if config is not None and config_key(FreeConfig.from_dict(config)) == unit.get(
                 "config_key"
             ):
                 unit["free_config"] = config
@@ -287,7 +278,7 @@ def _from_bench(bench: dict[str, Any] | None, name: str, base: FreeConfig) -> di
         return None
     training = bench["training"][method]
     return {
-        "config_key": _config_key(arm_config(base, ARMS[name])),
+        "config_key": config_key(arm_config(base, ARMS[name])),
         "source": "accuracy bench unit",
         "seconds": training["seconds"],
         "best_iteration": training["best_iteration"],
@@ -416,13 +407,13 @@ def run(
     )
     teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
-    work_dir = root / f"alignment-{budget}-{_config_key(preset.free)}"
+    work_dir = root / f"alignment-{budget}-{config_key(preset.free)}"
     logger.info("work directory: %s", work_dir)
     bench = _bench_unit(budget, units_dir)
     arms: dict[str, Any] = {}
     for name in arm_names:
         path = units_dir / budget / f"{name}.json"
-        unit = _load(path, _config_key(arm_config(preset.free, ARMS[name])))
+        unit = _load(path, config_key(arm_config(preset.free, ARMS[name])))
         if unit is None and not measure_bench_arms:
             unit = _from_bench(bench, name, preset.free)
         if unit is None:
