@@ -11,6 +11,8 @@ tasks (5-way, 15 queries, 10 fine-tuning steps at lr 0.01; ``free_common.evaluat
 Pools: one per setting, pool seed 0, cached on disk and shared by every method and run
 seed (the run seed changes the methods' initialisation and sampling and the meta-test
 tasks, not the pool). Screening is off: the pools hold only honestly trained teachers.
+The MAML ceiling does not depend on the pool: it is measured once per seed and shared by
+the settings (from a finished unit of another setting when there is one).
 
 Presets: ``smoke`` (wiring), ``quick`` (CI), ``full`` (the README's figures: every method
 at FREE's 30-iteration budget) and ``long`` (FREE and its ablations 8x longer against
@@ -177,6 +179,9 @@ _SMOKE_FREE = FreeConfig(
 )
 _CPU = FreeConfig.preset("cpu")
 
+Ceiling = tuple[dict[int, np.ndarray], dict[str, Any]]
+"""The MAML ceiling's per-task meta-test accuracies by shot, and its training record."""
+
 _FULL = AccuracyPreset(
     dataset="glyphs",
     settings={"single": ("conv4",), "multi": ("conv4", "resnet10", "resnet18")},
@@ -304,9 +309,11 @@ def _train_free_variants(
     return models, info, grid
 
 
-def _train_ceiling(
-    preset: AccuracyPreset, train: ClassImages, val: ClassImages, seed: int
-) -> tuple[dict[int, Classifier], dict[str, Any]]:
+def _measure_ceiling(
+    preset: AccuracyPreset, data: tuple[ClassImages, ClassImages, ClassImages], seed: int
+) -> Ceiling:
+    """Train the real-data MAML ceiling (one model per shot) and meta-test it at ``seed``."""
+    train, val, test = data
     models: dict[int, Classifier] = {}
     info: dict[str, Any] = {}
     for shot in preset.shots:
@@ -320,7 +327,34 @@ def _train_ceiling(
                 "accuracy": [float(c[1]) for c in run.curve],
             },
         }
-    return models, info
+    accuracies = _evaluate_all(preset, {"maml": models}, test, seed)["maml"]
+    return accuracies, info
+
+
+def ceiling_key(preset: AccuracyPreset) -> str:
+    """A short hash of what the ceiling's figures depend on besides the data and the seed."""
+    sizes = {
+        "maml": {**asdict(preset.maml), "iterations": sorted(preset.maml.iterations.items())},
+        "shots": list(preset.shots),
+        "test_tasks": preset.test_tasks,
+        "dataset": preset.dataset,
+    }
+    return hashlib.sha256(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _finished_ceiling(preset: AccuracyPreset, root: Path, seed: int, key: str) -> Ceiling | None:
+    """The ceiling measured by a finished unit of any setting at ``seed``, or None.
+
+    The ceiling never sees the pool: it trains on real meta-train data and is tested on
+    the seed's meta-test tasks, the same for every setting, so one measurement serves all.
+    """
+    wanted = ceiling_key(preset)
+    for setting in preset.settings:
+        unit = _load_unit(_unit_dir(root, setting, seed), key)
+        if unit and "maml" in unit["accuracies"] and unit.get("ceiling_key", wanted) == wanted:
+            logger.info("seed %d: reusing the MAML ceiling measured for the %s pool", seed, setting)
+            return unit["accuracies"]["maml"], unit["training"]["maml"]
+    return None
 
 
 def _evaluate_all(
@@ -507,7 +541,7 @@ def _run_unit(
     teachers: list[Teacher],
     spec: Any,
     data: tuple[ClassImages, ClassImages, ClassImages],
-    ceiling: tuple[dict[int, Classifier], dict[str, Any]] | None,
+    ceiling: Ceiling | None,
     work_dir: Path,
 ) -> dict[str, Any]:
     """Train every method for one (setting, seed) and meta-test them on the same tasks."""
@@ -523,11 +557,12 @@ def _run_unit(
             models["average"] = dict.fromkeys(preset.shots, average)
         except BaselineError as err:
             logger.warning("%s: Average skipped: %s", name, err)
+    accuracies = _evaluate_all(preset, models, test, run_seed)
     if ceiling is not None:
-        models["maml"] = ceiling[0]
+        accuracies["maml"] = ceiling[0]
         info["maml"] = ceiling[1]
     return {
-        "accuracies": _evaluate_all(preset, models, test, run_seed),
+        "accuracies": accuracies,
         "training": info,
         "average_teachers": averaged,
         "grid": [(label, images) for label, images in grid],
@@ -551,7 +586,10 @@ def run(
     ``only_seeds`` restricts the run to some of the preset's seeds; the report then says
     how many seeds it aggregates. ``units_dir`` keeps the finished units somewhere else (a
     folder to commit or copy to another machine, so that seeds run on different machines
-    add up to one report). ``only_settings`` restricts it to some pool settings.
+    add up to one report). ``only_settings`` restricts it to some pool settings. A pool is
+    built (or loaded) only when one of its units needs training, and the MAML ceiling,
+    which never sees the pool, is measured once per seed: a finished unit of another
+    setting at the same seed supplies it.
     """
     preset = PRESETS[preset_name]
     seeds = tuple(seed + s for s in preset.seeds)
@@ -570,7 +608,7 @@ def run(
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
     work_dir = root / f"accuracy-{preset_name}-{key}"
     logger.info("work directory (finished units are reused): %s", work_dir)
-    ceilings: dict[int, tuple[dict[int, Classifier], dict[str, Any]]] = {}
+    ceilings: dict[int, Ceiling] = {}
     settings: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
     grids: list[Any] = []
@@ -583,7 +621,7 @@ def run(
             conv4_width=spec.width,
             resnet_width=preset.resnet_width,
         )
-        teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
+        teachers: list[Teacher] = []  # built (or loaded) only if a unit needs training
         per_seed: dict[int, dict[str, dict[int, np.ndarray]]] = {}
         training: dict[int, Any] = {}
         averaged = 0
@@ -591,12 +629,19 @@ def run(
             unit_dir = _unit_dir(units_dir or work_dir, name, run_seed)
             unit = _load_unit(unit_dir, key)
             if unit is None:
+                if not teachers:
+                    teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
                 if "maml" in preset.methods and run_seed not in ceilings:
-                    ceilings[run_seed] = _train_ceiling(preset, train, val, run_seed)
+                    found = _finished_ceiling(preset, units_dir or work_dir, run_seed, key)
+                    ceilings[run_seed] = found or _measure_ceiling(preset, data, run_seed)
                 unit = _run_unit(
                     preset, name, run_seed, teachers, spec, data, ceilings.get(run_seed), work_dir
                 )
-                record = {"config_key": key, "free_config": preset.free.to_dict()}
+                record = {
+                    "config_key": key,
+                    "ceiling_key": ceiling_key(preset),
+                    "free_config": preset.free.to_dict(),
+                }
                 _save_unit(unit_dir, {**unit, **record})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
@@ -612,7 +657,7 @@ def run(
             {
                 "name": name,
                 "archs": list(archs),
-                "teachers": len(teachers),
+                "teachers": preset.teachers,
                 "average_teachers": averaged,
                 "results": _aggregate(per_seed, preset.shots),
                 "training": {str(k): v for k, v in training.items()},

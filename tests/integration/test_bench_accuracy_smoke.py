@@ -47,6 +47,7 @@ def test_finished_units_are_reused_by_a_second_run(
         raise AssertionError("a finished (setting, seed) unit was trained again")
 
     monkeypatch.setattr(bench_accuracy, "_run_unit", must_not_train)
+    monkeypatch.setattr(bench_accuracy, "build_pool", must_not_train)  # no pool needed
     again = ["--preset", "smoke", "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "p")]
     assert bench_accuracy.main(again) == 0
     second = json.loads((tmp_path / "b" / "accuracy.json").read_text())
@@ -98,3 +99,44 @@ def test_one_setting_only_says_what_is_missing(tmp_path: Path) -> None:
     assert "PARTIAL: not run yet: the multi pool setting(s)." in (out / "accuracy.md").read_text()
     with pytest.raises(SystemExit):
         bench_accuracy.main([*args, "--settings", "nope"])
+
+
+def test_the_ceiling_is_measured_once_per_seed_across_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--cache-dir", str(tmp_path / "p"), "--units", str(units)]
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "a"), "--settings", "single"]) == 0
+
+    def must_not_measure(*_: object, **__: object) -> None:
+        raise AssertionError("the ceiling was measured again for another pool")
+
+    monkeypatch.setattr(bench_accuracy, "_measure_ceiling", must_not_measure)
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "b"), "--settings", "multi"]) == 0
+    single = json.loads((units / "single" / "seed0" / "unit.json").read_text())
+    multi = json.loads((units / "multi" / "seed0" / "unit.json").read_text())
+    assert multi["accuracies"]["maml"] == single["accuracies"]["maml"]
+    assert multi["training"]["maml"] == single["training"]["maml"]
+    assert multi["ceiling_key"] == bench_accuracy.ceiling_key(bench_accuracy.PRESETS["smoke"])
+
+
+def test_a_ceiling_of_other_sizes_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--cache-dir", str(tmp_path / "p"), "--units", str(units)]
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "a"), "--settings", "single"]) == 0
+    path = units / "single" / "seed0" / "unit.json"
+    unit = json.loads(path.read_text())
+    unit["ceiling_key"] = "other-sizes"
+    path.write_text(json.dumps(unit))
+    measured: list[int] = []
+    real = bench_accuracy._measure_ceiling
+
+    def counting(*a: object, **k: object) -> object:
+        measured.append(int(a[2]))  # type: ignore[call-overload]
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_accuracy, "_measure_ceiling", counting)
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "b"), "--settings", "multi"]) == 0
+    assert measured == [0]
