@@ -4,8 +4,9 @@ FREE's meta-learner step (``free_common.free.meta_learner``) clones the learner,
 inner step per sampled teacher, and hands ``(phi - phi') * reptile_scale`` to the outer Adam,
 which it shares with the memory-bank replay. As published the inner steps use a fresh Adam
 (lr 1e-3), whose first step is ``lr * sign(g)`` whatever the size of ``g``. This study
-trains FREE with several inner optimisers on the accuracy benchmark's single-architecture
-pool, seed 0, against the no-alignment ablation, all on the same meta-test tasks, and
+trains FREE with several inner optimisers on one of the accuracy benchmark's pools
+(``--setting``: the single-architecture Conv4 pool by default, or the multi-architecture
+one), seed 0, against the no-alignment ablation, all on the same meta-test tasks, and
 measures, at the untrained learner and on recovered tasks, the direction each arm hands the
 outer Adam.
 
@@ -21,9 +22,11 @@ variants in its committed unit of the same budget is the same training: trained 
 must reproduce the unit's per-task accuracies (the report says whether it does); not yet
 trained, it is taken from the unit instead (``--measure-bench-arms`` trains it anyway).
 
-Writes ``<out>/alignment_<budget>.{json,md}`` and ``alignment_<budget>_val_curves.png``;
-finished arms are kept under ``--units`` (default ``scripts/results/alignment_units``).
-Usage: ``python -m scripts.study_alignment --budget full``.
+Writes ``<out>/<stem>.{json,md}`` and ``<stem>_val_curves.png`` (stem
+``alignment_<budget>`` for the single pool, ``alignment_<budget>_<setting>`` for another);
+finished arms are kept under ``--units`` (default ``scripts/results/alignment_units``), in
+``<budget>/<setting>/<arm>.json``.
+Usage: ``python -m scripts.study_alignment --budget full [--setting multi]``.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 0
-SETTING = "single"
+SETTINGS = ("single", "multi")
+"""The accuracy bench's pool settings the study can run on (the first is the default)."""
 BENCH_METHODS = ("free", "no_alignment")
 """The accuracy bench's FREE variants an arm can coincide with."""
 REFERENCES = {"random": "Random", "average": "Average (FedAvg)"}
@@ -229,13 +233,13 @@ def _save(path: Path, unit: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _bench_unit(budget: str, units: Path) -> dict[str, Any] | None:
-    """The accuracy bench's committed unit for this budget (single pool, seed 0), if any.
+def _bench_unit(budget: str, units: Path, setting: str) -> dict[str, Any] | None:
+    """The accuracy bench's committed unit for this budget and pool setting (seed 0), if any.
 
     Its base FREE configuration (``free_config``) comes from the unit, or, for units saved
     before units carried it, from the bench report of the same configuration hash.
     """
-    path = units.parent / "accuracy_units" / budget / SETTING / f"seed{SEED}" / "unit.json"
+    path = units.parent / "accuracy_units" / budget / setting / f"seed{SEED}" / "unit.json"
     if not path.is_file():
         return None
     unit: dict[str, Any] = json.loads(path.read_text())
@@ -389,17 +393,20 @@ def run(
     cache_dir: Path | None,
     draws: int = 8,
     measure_bench_arms: bool = False,
+    setting: str = SETTINGS[0],
 ) -> dict[str, Any]:
     """Train and meta-test each arm (reusing finished ones); write JSON, markdown, plot.
 
-    An arm that the accuracy bench's unit of this budget trained with exactly its
-    configuration is taken from that unit, unless ``measure_bench_arms``.
+    An arm that the accuracy bench's unit of this budget and ``setting`` trained with
+    exactly its configuration is taken from that unit, unless ``measure_bench_arms``.
     """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting {setting!r}: must be one of {list(SETTINGS)}")
     preset = PRESETS[budget]
     train, val, test = (load_split(preset.dataset, s) for s in ("train", "val", "test"))
     spec = learner_spec(preset.free.meta_learner)
     pool = PoolSettings(
-        archs=preset.settings[SETTING],
+        archs=preset.settings[setting],
         teachers=preset.teachers,
         epochs=preset.pool_epochs,
         conv4_width=spec.width,
@@ -407,12 +414,12 @@ def run(
     )
     teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
-    work_dir = root / f"alignment-{budget}-{config_key(preset.free)}"
+    work_dir = root / f"alignment-{budget}-{config_key(preset.free)}" / setting
     logger.info("work directory: %s", work_dir)
-    bench = _bench_unit(budget, units_dir)
+    bench = _bench_unit(budget, units_dir, setting)
     arms: dict[str, Any] = {}
     for name in arm_names:
-        path = units_dir / budget / f"{name}.json"
+        path = units_dir / budget / setting / f"{name}.json"
         unit = _load(path, config_key(arm_config(preset.free, ARMS[name])))
         if unit is None and not measure_bench_arms:
             unit = _from_bench(bench, name, preset.free)
@@ -430,7 +437,7 @@ def run(
         "study": "alignment",
         "budget": budget,
         "iterations": preset.free.iterations,
-        "setting": SETTING,
+        "setting": setting,
         "teachers": len(teachers),
         "teachers_per_iteration": preset.free.teachers_per_iteration,
         "seed": SEED,
@@ -446,7 +453,7 @@ def run(
         "threads": torch.get_num_threads(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"alignment_{budget}"
+    stem = f"alignment_{budget}" + ("" if setting == SETTINGS[0] else f"_{setting}")
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (out_dir / f"{stem}.md").write_text(markdown(report))
     curves = {
@@ -459,16 +466,19 @@ def run(
         out_dir / f"{stem}_val_curves.png",
         xlabel="FREE iteration",
         ylabel="meta-val accuracy (mean over shots)",
-        title=f"Meta-val accuracy per alignment arm ({budget} budget, seed {SEED})",
+        title=f"Meta-val accuracy per alignment arm ({setting} pool, {budget} budget, seed {SEED})",
     )
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--budget smoke|full|long``, ``--arms``, ``--out``, ``--units``."""
+    """Command line: ``--budget``, ``--setting``, ``--arms``, ``--out``, ``--units``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=("smoke", "full", "long"), default="full")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
+    parser.add_argument(
+        "--setting", choices=SETTINGS, default=SETTINGS[0], help="the accuracy bench's pool"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--units", type=Path, default=RESULTS_DIR / "alignment_units")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
@@ -490,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cache_dir,
         args.draws,
         args.measure_bench_arms,
+        args.setting,
     )
     for name, summary in report["results"].items():
         if "diverged" in summary:

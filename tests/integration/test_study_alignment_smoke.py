@@ -57,3 +57,15 @@ def test_bad_draws_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str
         study_alignment.main([*_args(tmp_path, "c")[:-1], "0"])
     assert exc.value.code == 2
     assert "--draws must be >= 1" in capsys.readouterr().err
+
+
+def test_study_runs_on_the_multi_architecture_pool(tmp_path: Path) -> None:
+    args = [*_args(tmp_path, "m"), "--setting", "multi", "--arms", "published", "joint"]
+    assert study_alignment.main(args) == 0
+    report = json.loads((tmp_path / "m" / "alignment_smoke_multi.json").read_text())
+    assert report["setting"] == "multi"
+    assert set(report["results"]) == {"published", "joint"}
+    saved = sorted(p.name for p in (tmp_path / "units" / "smoke" / "multi").glob("*.json"))
+    assert saved == ["joint.json", "published.json"]
+    assert not (tmp_path / "m" / "alignment_smoke.json").exists()  # the single pool's stem
+    assert "multi pool of 3 teachers" in (tmp_path / "m" / "alignment_smoke_multi.md").read_text()
