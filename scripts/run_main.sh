@@ -90,9 +90,10 @@ FLWR_PID=""
 ELAPSED=$(( $(date +%s) - START ))
 echo "[run_main] flwr run finished in $ELAPSED s (exit code $RC)"
 # Machine-readable timing for `python -m scripts.record_main_job` (the README's figures).
-python - "$OUT/timing.json" "$ELAPSED" "$RC" "$OWNERS" "$*" <<'EOF' || true
-import json, os, sys
-path, seconds, rc, owners, extra = sys.argv[1:]
+python - "$OUT/timing.json" "$ELAPSED" "$RC" "$OWNERS" "$@" <<'EOF' || true
+import json, os, shlex, sys
+path, seconds, rc, owners = sys.argv[1:5]
+extra = shlex.join(sys.argv[5:])  # quoted as typed, so the recorded command can be pasted
 os.makedirs(os.path.dirname(path), exist_ok=True)
 with open(path, "w") as f:
     json.dump({"flwr_run_s": int(seconds), "exit_code": int(rc), "owners": int(owners),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_same_seed_gives_the_same_meta_learner(tmp_path: Path) -> None:
         assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
         timing = json.loads((run_dir / "out" / "timing.json").read_text())
         assert timing["exit_code"] == 0 and timing["owners"] == 3
+        # the recorded command pastes back into a shell as the same arguments
+        assert shlex.split(timing["extra_args"]) == ["--run-config", FAST]
         checkpoint = torch.load(
             run_dir / "out" / "free" / "checkpoints" / "latest.pt", weights_only=True
         )
