@@ -68,8 +68,8 @@ logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 0
-SETTINGS = ("single", "multi")
-"""The accuracy bench's pool settings the study can run on (the first is the default)."""
+SETTINGS = tuple(PRESETS["full"].settings)
+"""The accuracy bench's pool settings (``single``, ``multi``); the first is the default."""
 BENCH_METHODS = ("free", "no_alignment")
 """The accuracy bench's FREE variants an arm can coincide with."""
 REFERENCES = {"random": "Random", "average": "Average (FedAvg)"}
@@ -400,9 +400,9 @@ def run(
     An arm that the accuracy bench's unit of this budget and ``setting`` trained with
     exactly its configuration is taken from that unit, unless ``measure_bench_arms``.
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"setting {setting!r}: must be one of {list(SETTINGS)}")
     preset = PRESETS[budget]
+    if setting not in preset.settings:
+        raise ValueError(f"setting {setting!r}: must be one of {list(preset.settings)}")
     train, val, test = (load_split(preset.dataset, s) for s in ("train", "val", "test"))
     spec = learner_spec(preset.free.meta_learner)
     pool = PoolSettings(

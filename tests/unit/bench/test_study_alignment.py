@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,9 @@ def test_bench_match_compares_only_arms_the_bench_ran_with_the_same_configuratio
     # a bench whose FREE row ran the SGD 0.1 step: that arm is compared with it instead
     sgd = arm_config(base, ARMS["sgd_0.1"])
     assert study_alignment._bench_match(_bench(sgd), arms, base) == {"sgd_0.1": False}
+
+
+def test_a_pool_setting_the_bench_lacks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"setting 'nope': must be one of \['single', 'multi'\]"):
+        study_alignment.run("smoke", ["joint"], tmp_path, tmp_path, None, setting="nope")
+    assert not any(tmp_path.iterdir())  # refused before anything was written
