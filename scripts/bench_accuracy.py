@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -415,11 +416,19 @@ def _aggregate(
     return table
 
 
-def _partial(report: dict[str, Any]) -> str:
+def _setting_seeds(report: dict[str, Any], setting: dict[str, Any]) -> list[int]:
+    """The seeds one setting aggregates (reports before per-setting seeds: the report's)."""
+    seeds: list[int] = setting.get("seeds", report["seeds"])
+    return seeds
+
+
+def _partial(report: dict[str, Any], setting: dict[str, Any]) -> str:
     planned = report.get("preset_seeds", report["seeds"])
-    if len(report["seeds"]) >= len(planned):
+    done = _setting_seeds(report, setting)
+    if len(done) >= len(planned):
         return ""
-    return f" (PARTIAL: {len(report['seeds'])} of the preset's {len(planned)} seeds)"
+    listed = ", ".join(str(s) for s in done)
+    return f" (PARTIAL: {len(done)} of the preset's {len(planned)} seeds: {listed})"
 
 
 def _missing_settings(report: dict[str, Any]) -> list[str]:
@@ -465,7 +474,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
             f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
             f"Conv4 teachers), 5-way, {report['test_tasks']} meta-test tasks x "
-            f"{len(report['seeds'])} seed(s){_partial(report)}; mean ± 95% CI in %:",
+            f"{len(_setting_seeds(report, setting))} seed(s){_partial(report, setting)}; "
+            "mean ± 95% CI in %:",
             "",
             "| method | " + " | ".join(f"{s}-shot" for s in report["shots"]) + " |",
             "|---|" + "---:|" * len(report["shots"]),
@@ -569,6 +579,10 @@ def _run_unit(
     }
 
 
+class NothingFinishedError(ValueError):
+    """``--finished-only`` found no finished unit to report."""
+
+
 def run(
     preset_name: str,
     out_dir: Path,
@@ -577,6 +591,7 @@ def run(
     only_seeds: Sequence[int] | None = None,
     units_dir: Path | None = None,
     only_settings: Sequence[str] | None = None,
+    finished_only: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every method; write JSON, markdown and plots; return the report.
 
@@ -589,7 +604,9 @@ def run(
     add up to one report). ``only_settings`` restricts it to some pool settings. A pool is
     built (or loaded) only when one of its units needs training, and the MAML ceiling,
     which never sees the pool, is measured once per seed: a finished unit of another
-    setting at the same seed supplies it.
+    setting at the same seed supplies it. ``finished_only`` trains nothing: the report
+    aggregates the finished units alone, each setting over its own seeds (a setting with
+    none is left out and named as not run).
     """
     preset = PRESETS[preset_name]
     seeds = tuple(seed + s for s in preset.seeds)
@@ -628,6 +645,9 @@ def run(
         for run_seed in seeds:
             unit_dir = _unit_dir(units_dir or work_dir, name, run_seed)
             unit = _load_unit(unit_dir, key)
+            if unit is None and finished_only:
+                logger.info("%s seed %d: not finished, left out (--finished-only)", name, run_seed)
+                continue
             if unit is None:
                 if not teachers:
                     teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
@@ -648,14 +668,17 @@ def run(
             per_seed[run_seed] = unit["accuracies"]
             training[run_seed] = unit["training"]
             averaged = unit["average_teachers"]
-            if run_seed == seeds[0]:
+            if len(per_seed) == 1:  # the setting's first seed supplies grid and curves
                 grids += [(f"{name}: {label}", images) for label, images in unit["grid"]]
                 for variant in preset.free_variants:
                     c = unit["training"][variant]["val_curve"]
                     curves[f"{name} {LABELS[variant]}"] = (c["iteration"], c["accuracy"])
+        if not per_seed:
+            continue
         settings.append(
             {
                 "name": name,
+                "seeds": sorted(per_seed),
                 "archs": list(archs),
                 "teachers": preset.teachers,
                 "average_teachers": averaged,
@@ -663,13 +686,19 @@ def run(
                 "training": {str(k): v for k, v in training.items()},
             }
         )
+    if not settings:
+        raise NothingFinishedError(
+            f"no finished unit of the {preset_name!r} preset under {units_dir or work_dir}: "
+            "nothing to report (run without --finished-only to train them)"
+        )
+    first_seeds = ", ".join(sorted({str(s["seeds"][0]) for s in settings}))
     report: dict[str, Any] = {
         "benchmark": "accuracy",
         "preset": preset_name,
         "note": preset.note,
         "dataset": preset.dataset,
         "data_fingerprint": data_fingerprint(train),
-        "seeds": list(seeds),
+        "seeds": sorted({s for setting in settings for s in setting["seeds"]}),
         "preset_seeds": [seed + s for s in preset.seeds],
         "preset_settings": list(preset.settings),
         "shots": list(preset.shots),
@@ -697,7 +726,7 @@ def run(
         out_dir / f"{preset.stem}_val_curves.png",
         xlabel="FREE iteration",
         ylabel="meta-val accuracy (mean over shots)",
-        title=f"Meta-val accuracy during training (seed {seeds[0]})",
+        title=f"Meta-val accuracy during training (seed {first_seeds})",
     )
     if grids:
         save_image_grid(
@@ -727,6 +756,11 @@ def main(argv: list[str] | None = None) -> int:
         "--settings", nargs="+", default=None, help="run only these pool settings (single, multi)"
     )
     parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: report the finished units only, each setting over its own seeds",
+    )
+    parser.add_argument(
         "--units",
         type=Path,
         default=None,
@@ -741,9 +775,20 @@ def main(argv: list[str] | None = None) -> int:
     known = list(PRESETS[args.preset].settings)
     if args.settings is not None and not set(args.settings) <= set(known):
         parser.error(f"--settings {args.settings}: the preset's settings are {known}")
-    report = run(
-        args.preset, args.out, args.seed, args.cache_dir, args.seeds, args.units, args.settings
-    )
+    try:
+        report = run(
+            args.preset,
+            args.out,
+            args.seed,
+            args.cache_dir,
+            args.seeds,
+            args.units,
+            args.settings,
+            args.finished_only,
+        )
+    except NothingFinishedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     not_run = _baselines_not_run(report)
     caveat = f"; baselines not run: {', '.join(not_run)}" if not_run else ""
     for setting in report["settings"]:

@@ -140,3 +140,29 @@ def test_a_ceiling_of_other_sizes_is_measured_again(
     monkeypatch.setattr(bench_accuracy, "_measure_ceiling", counting)
     assert bench_accuracy.main([*args, "--out", str(tmp_path / "b"), "--settings", "multi"]) == 0
     assert measured == [0]
+
+
+def test_finished_only_reports_the_finished_units_and_trains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--cache-dir", str(tmp_path / "p"), "--units", str(units)]
+    out = tmp_path / "none"
+    assert bench_accuracy.main([*args, "--out", str(out), "--finished-only"]) == 2
+    assert "no finished unit" in capsys.readouterr().err
+    assert not (out / "accuracy.json").exists()
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "a"), "--settings", "single"]) == 0
+
+    def must_not_train(*_: object, **__: object) -> None:
+        raise AssertionError("--finished-only trained a unit")
+
+    monkeypatch.setattr(bench_accuracy, "_run_unit", must_not_train)
+    monkeypatch.setattr(bench_accuracy, "build_pool", must_not_train)
+    monkeypatch.setattr(bench_accuracy, "_measure_ceiling", must_not_train)
+    out = tmp_path / "b"
+    assert bench_accuracy.main([*args, "--out", str(out), "--finished-only"]) == 0
+    report = json.loads((out / "accuracy.json").read_text())
+    assert [(s["name"], s["seeds"]) for s in report["settings"]] == [("single", [0])]
+    first = json.loads((tmp_path / "a" / "accuracy.json").read_text())
+    assert report["settings"][0]["results"] == first["settings"][0]["results"]
+    assert "PARTIAL: not run yet: the multi pool setting(s)." in (out / "accuracy.md").read_text()

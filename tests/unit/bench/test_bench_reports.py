@@ -119,6 +119,19 @@ def test_accuracy_markdown_names_the_methods_a_preset_does_not_run() -> None:
     assert "FREE's alignment step: inner Adam lr 0.001, outer gradient 67·(φ − φ')." in text
 
 
+def test_accuracy_markdown_states_each_settings_own_seeds() -> None:
+    report = _report_of(("free", "random", "average", "no_alignment"))
+    report["seeds"], report["preset_seeds"] = [0, 1], [0, 1, 2]
+    single = report["settings"][0]  # type: ignore[index]
+    report["settings"] = [
+        {**single, "seeds": [0, 1]},
+        {**single, "name": "multi", "seeds": [0]},
+    ]
+    text = bench_accuracy.markdown(report)
+    assert "x 2 seed(s) (PARTIAL: 2 of the preset's 3 seeds: 0, 1)" in text
+    assert "x 1 seed(s) (PARTIAL: 1 of the preset's 3 seeds: 0)" in text
+
+
 def test_alignment_step_names_the_published_sgd_and_joint_steps() -> None:
     paper = FreeConfig.preset("paper").to_dict()
     assert bench_accuracy.alignment_step(paper) == "inner Adam lr 0.001, outer gradient 67·(φ − φ')"
