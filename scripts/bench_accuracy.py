@@ -453,6 +453,25 @@ def alignment_step(config: dict[str, Any]) -> str:
     )
 
 
+def _table_header(shots: Sequence[int], by_seed: bool) -> str:
+    columns = [f"{s}-shot" for s in shots]
+    if by_seed:
+        columns += [f"{s}-shot per seed" for s in shots]
+    return "| method | " + " | ".join(columns) + " |"
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    """``"62.38 ± 0.60"``: the aggregate mean and 95% CI in %, or ``n/a``."""
+    return f"{100 * entry['mean']:.2f} ± {100 * entry['ci95']:.2f}" if entry else "n/a"
+
+
+def _seed_means(entry: dict[str, Any] | None) -> str:
+    """``"63.33 / 61.42"``: each seed's mean in %, in seed order (the seed spread)."""
+    if not entry:
+        return "n/a"
+    return " / ".join(f"{100 * s['mean']:.2f}" for s in entry["per_seed"])
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Tables of ``report`` (generated from the JSON, never typed by hand)."""
     lines = [
@@ -470,6 +489,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Not run in this preset: {', '.join(skipped)}.", ""]
     partial_baselines = bool(_baselines_not_run(report))
     for setting in report["settings"]:
+        by_seed = len(_setting_seeds(report, setting)) > 1
         lines += [
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
             f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
@@ -477,16 +497,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"{len(_setting_seeds(report, setting))} seed(s){_partial(report, setting)}; "
             "mean ± 95% CI in %:",
             "",
-            "| method | " + " | ".join(f"{s}-shot" for s in report["shots"]) + " |",
-            "|---|" + "---:|" * len(report["shots"]),
+            _table_header(report["shots"], by_seed),
+            "|---|" + "---:|" * (len(report["shots"]) * (2 if by_seed else 1)),
         ]
         for method in methods:
-            cells = []
-            for shot in report["shots"]:
-                entry = setting["results"][str(shot)].get(method)
-                cells.append(
-                    f"{100 * entry['mean']:.2f} ± {100 * entry['ci95']:.2f}" if entry else "n/a"
-                )
+            cells = [_cell(setting["results"][str(shot)].get(method)) for shot in report["shots"]]
+            if by_seed:
+                cells += [
+                    _seed_means(setting["results"][str(shot)].get(method))
+                    for shot in report["shots"]
+                ]
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         for shot in report["shots"]:
             s = setting["results"][str(shot)]["_summary"]

@@ -130,6 +130,8 @@ def test_accuracy_markdown_states_each_settings_own_seeds() -> None:
     text = bench_accuracy.markdown(report)
     assert "x 2 seed(s) (PARTIAL: 2 of the preset's 3 seeds: 0, 1)" in text
     assert "x 1 seed(s) (PARTIAL: 1 of the preset's 3 seeds: 0)" in text
+    assert text.count("| method | 1-shot | 1-shot per seed |") == 1  # only the 2-seed setting
+    assert "| FREE | 50.00 ± 0.00 | 50.00 |" in text  # _report_of holds one seed's results
 
 
 def test_alignment_step_names_the_published_sgd_and_joint_steps() -> None:
