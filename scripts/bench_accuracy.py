@@ -453,11 +453,12 @@ def alignment_step(config: dict[str, Any]) -> str:
     )
 
 
-def _table_header(shots: Sequence[int], by_seed: bool) -> str:
+def _table_head(shots: Sequence[int], by_seed: bool) -> list[str]:
+    """The header row and the alignment row of a setting's table."""
     columns = [f"{s}-shot" for s in shots]
     if by_seed:
         columns += [f"{s}-shot per seed" for s in shots]
-    return "| method | " + " | ".join(columns) + " |"
+    return ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
 
 
 def _cell(entry: dict[str, Any] | None) -> str:
@@ -489,16 +490,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"Not run in this preset: {', '.join(skipped)}.", ""]
     partial_baselines = bool(_baselines_not_run(report))
     for setting in report["settings"]:
-        by_seed = len(_setting_seeds(report, setting)) > 1
+        n_seeds = len(_setting_seeds(report, setting))
+        by_seed = n_seeds > 1
         lines += [
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
             f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
             f"Conv4 teachers), 5-way, {report['test_tasks']} meta-test tasks x "
-            f"{len(_setting_seeds(report, setting))} seed(s){_partial(report, setting)}; "
+            f"{n_seeds} seed(s){_partial(report, setting)}; "
             "mean ± 95% CI in %:",
             "",
-            _table_header(report["shots"], by_seed),
-            "|---|" + "---:|" * (len(report["shots"]) * (2 if by_seed else 1)),
+            *_table_head(report["shots"], by_seed),
         ]
         for method in methods:
             cells = [_cell(setting["results"][str(shot)].get(method)) for shot in report["shots"]]
