@@ -56,10 +56,12 @@ __all__ = [
     "EvalMode",
     "EvalResult",
     "EvaluationError",
+    "LrSelection",
     "confidence_interval",
     "evaluate",
     "evaluation_copy",
     "select_best",
+    "select_finetune_lr",
 ]
 
 logger = logging.getLogger(__name__)
@@ -339,3 +341,77 @@ def select_best(
     }
     best = max(results, key=lambda name: results[name].mean)
     return best, results
+
+
+@dataclass(frozen=True)
+class LrSelection:
+    """The fine-tuning learning rate chosen for one initialisation on meta-val.
+
+    Attributes:
+        lr: the chosen learning rate (highest mean meta-val accuracy; ties: the first
+            in the grid's order).
+        val: grid learning rate -> mean meta-val accuracy, in grid order.
+        at_edge: the choice is the grid's smallest or largest value (the optimum may
+            lie outside the grid).
+    """
+
+    lr: float
+    val: dict[float, float]
+    at_edge: bool
+
+
+def select_finetune_lr(
+    model: Classifier,
+    val_data: ClassImages,
+    *,
+    k_shot: int,
+    lrs: tuple[float, ...],
+    n_tasks: int,
+    seed: int,
+    n_way: int = 5,
+    q_query: int = 15,
+    steps: int = 10,
+    device: torch.device | str | None = None,
+) -> LrSelection:
+    """Choose the fine-tuning learning rate of ``model`` on meta-val tasks.
+
+    Full fine-tuning with batch-statistics BatchNorm makes every convolution scale-
+    invariant, so a fixed learning rate acts as a different step size on initialisations
+    of different weight norms (effective step ~ lr / ||W||^2). Choosing the rate per
+    initialisation on meta-val, then reporting meta-test once at that rate, removes that
+    confound. Every rate is tried on the same tasks (same ``seed``).
+
+    Args:
+        model: the initialisation; never modified.
+        val_data: the meta-val split (never meta-test).
+        k_shot: support images per class.
+        lrs: candidate learning rates, each > 0, no repeats.
+        n_tasks: meta-val tasks per candidate.
+        seed: task-sampling seed.
+        n_way: classes per task.
+        q_query: query images per class.
+        steps: SGD fine-tuning steps.
+        device: where to run; default :func:`free_common.runtime.pick_device`.
+
+    Raises:
+        EvaluationError: an empty grid, a repeated or non-positive rate.
+    """
+    if not lrs or len(set(lrs)) != len(lrs) or min(lrs) <= 0:
+        raise EvaluationError(f"need distinct positive learning rates, got {list(lrs)}")
+    val = {
+        lr: evaluate(
+            model,
+            val_data,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_query=q_query,
+            n_tasks=n_tasks,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            device=device,
+        ).mean
+        for lr in lrs
+    }
+    best = max(lrs, key=lambda lr: val[lr])  # max keeps the first of equal values
+    return LrSelection(best, val, len(lrs) > 1 and best in (min(lrs), max(lrs)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from free_common.config import (
     ScreeningConfig,
 )
 from free_common.data.base import ClassImages
-from free_common.evaluation import confidence_interval, evaluate
+from free_common.evaluation import confidence_interval, evaluate, select_finetune_lr
 from free_common.free.meta_learner import learner_spec
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import Classifier
@@ -90,6 +91,8 @@ METHODS: tuple[str, ...] = (
 )
 DATA_FREE_BASELINES: tuple[str, ...] = ("random", "average", "scratch")
 GOAL_POINTS = 1.42
+PUBLISHED_LR = 0.01
+"""The published protocol's fine-tuning rate (10 SGD steps), the same for every method."""
 LABELS = {
     "free": "FREE",
     "random": "Random",
@@ -120,6 +123,9 @@ class AccuracyPreset:
         methods: the methods this preset runs (a subset of :data:`METHODS`, FREE always);
             the report marks the others "not run".
         stem: output file names (``<stem>.json``, ``<stem>.md``, ``<stem>_*.png``).
+        finetune_lrs: the second protocol's grid: each method's fine-tuning rate is chosen
+            on meta-val from these, then meta-test runs once at the chosen rate.
+        lr_val_tasks: meta-val tasks per candidate rate.
     """
 
     dataset: str
@@ -135,6 +141,8 @@ class AccuracyPreset:
     resnet_width: int = 16
     methods: tuple[str, ...] = METHODS
     stem: str = "accuracy"
+    finetune_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    lr_val_tasks: int = 100
 
     def __post_init__(self) -> None:
         """Refuse unknown methods and a preset without FREE."""
@@ -180,8 +188,44 @@ _SMOKE_FREE = FreeConfig(
 )
 _CPU = FreeConfig.preset("cpu")
 
-Ceiling = tuple[dict[int, np.ndarray], dict[str, Any]]
-"""The MAML ceiling's per-task meta-test accuracies by shot, and its training record."""
+Accuracies = dict[str, dict[int, np.ndarray]]
+"""Method -> shot -> per-task meta-test accuracies, shape (test_tasks,)."""
+StateDicts = dict[str, dict[int, dict[str, torch.Tensor]]]
+"""Method -> shot -> the weights of the model meta-tested for that shot."""
+
+
+@dataclass
+class MetaTest:
+    """Meta-test results of some methods under both protocols, on the same tasks.
+
+    Attributes:
+        fixed: the published protocol: every method fine-tuned at :data:`PUBLISHED_LR`.
+        tuned: every method fine-tuned at its own rate, chosen on meta-val from the
+            preset's ``finetune_lrs`` (empty for units measured before this protocol).
+        lrs: method -> shot -> ``{"lr", "val": {rate: mean meta-val accuracy}, "at_edge"}``.
+    """
+
+    fixed: Accuracies
+    tuned: Accuracies = field(default_factory=dict)
+    lrs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+    def only(self, method: str) -> MetaTest:
+        """The results of one method."""
+        return MetaTest(
+            {method: self.fixed[method]},
+            {method: self.tuned[method]} if method in self.tuned else {},
+            {method: self.lrs[method]} if method in self.lrs else {},
+        )
+
+
+@dataclass
+class Ceiling:
+    """The real-data MAML ceiling of one seed: results, training record, weights by shot."""
+
+    results: MetaTest
+    info: dict[str, Any]
+    weights: dict[int, dict[str, torch.Tensor]]
+
 
 _FULL = AccuracyPreset(
     dataset="glyphs",
@@ -215,6 +259,8 @@ PRESETS: dict[str, AccuracyPreset] = {
         ),
         note="SMOKE: wiring check only; numbers are meaningless.",
         resnet_width=2,
+        finetune_lrs=(0.01, 0.1),
+        lr_val_tasks=2,
     ),
     "quick": AccuracyPreset(
         dataset="glyphs",
@@ -233,6 +279,8 @@ PRESETS: dict[str, AccuracyPreset] = {
         ),
         note="QUICK: CI-sized wiring run (12-teacher pools, 4 FREE iterations with at most 5 "
         "replay meta-batches, 30 test tasks, one seed); not the README figure.",
+        finetune_lrs=(0.01, 0.1),
+        lr_val_tasks=10,
     ),
     "full": _FULL,
     "long": replace(
@@ -247,6 +295,17 @@ PRESETS: dict[str, AccuracyPreset] = {
         stem="accuracy_long",
     ),
 }
+
+
+def pool_settings(preset: AccuracyPreset, setting: str) -> PoolSettings:
+    """The teacher pool of one of ``preset``'s settings (Conv4 teachers at the learner's width)."""
+    return PoolSettings(
+        archs=preset.settings[setting],
+        teachers=preset.teachers,
+        epochs=preset.pool_epochs,
+        conv4_width=learner_spec(preset.free.meta_learner).width,
+        resnet_width=preset.resnet_width,
+    )
 
 
 def config_key(config: FreeConfig) -> str:
@@ -328,8 +387,8 @@ def _measure_ceiling(
                 "accuracy": [float(c[1]) for c in run.curve],
             },
         }
-    accuracies = _evaluate_all(preset, {"maml": models}, test, seed)["maml"]
-    return accuracies, info
+    results = _meta_test(preset, {"maml": models}, (val, test), seed)
+    return Ceiling(results, info, _weights({"maml": models})["maml"])
 
 
 def ceiling_key(preset: AccuracyPreset) -> str:
@@ -352,29 +411,83 @@ def _finished_ceiling(preset: AccuracyPreset, root: Path, seed: int, key: str) -
     wanted = ceiling_key(preset)
     for setting in preset.settings:
         unit = _load_unit(_unit_dir(root, setting, seed), key)
-        if unit and "maml" in unit["accuracies"] and unit.get("ceiling_key", wanted) == wanted:
+        if unit and "maml" in unit["results"].tuned and unit.get("ceiling_key", wanted) == wanted:
             logger.info("seed %d: reusing the MAML ceiling measured for the %s pool", seed, setting)
-            return unit["accuracies"]["maml"], unit["training"]["maml"]
+            weights = _load_weights(_unit_dir(root, setting, seed)).get("maml", {})
+            return Ceiling(unit["results"].only("maml"), unit["training"]["maml"], weights)
     return None
 
 
-def _evaluate_all(
+def _meta_test(
     preset: AccuracyPreset,
     models: dict[str, dict[int, Classifier]],
-    test: ClassImages,
+    data: tuple[ClassImages, ClassImages],
     seed: int,
-) -> dict[str, dict[int, np.ndarray]]:
-    """Per method and shot, the per-task accuracies on the same meta-test tasks."""
-    out: dict[str, dict[int, np.ndarray]] = {}
+) -> MetaTest:
+    """Per method and shot, meta-test under both protocols on the seed's tasks.
+
+    Published protocol: fine-tuning at :data:`PUBLISHED_LR`. Tuned protocol: the rate is
+    chosen on meta-val (``preset.lr_val_tasks`` tasks of seed 20000 + seed, the same for
+    every method) from ``preset.finetune_lrs``; meta-test then runs once at that rate (the
+    published run is reused when the choice is :data:`PUBLISHED_LR`: same tasks, same rate).
+    """
+    val, test = data
+    results = MetaTest({}, {}, {})
     for method, by_shot in models.items():
-        out[method] = {}
+        for bucket in (results.fixed, results.tuned, results.lrs):
+            bucket[method] = {}
         for shot, model in by_shot.items():
-            result = evaluate(
-                model, test, k_shot=shot, n_tasks=preset.test_tasks, seed=10_000 + seed
+            fixed = _test_at(preset, model, test, shot, seed, PUBLISHED_LR)
+            chosen = select_finetune_lr(
+                model,
+                val,
+                k_shot=shot,
+                lrs=preset.finetune_lrs,
+                n_tasks=preset.lr_val_tasks,
+                seed=20_000 + seed,
             )
-            out[method][shot] = result.accuracies
-            logger.info("test %s %d-shot seed %d: %s", method, shot, seed, result.format())
-    return out
+            tuned = (
+                fixed
+                if chosen.lr == PUBLISHED_LR
+                else _test_at(preset, model, test, shot, seed, chosen.lr)
+            )
+            results.fixed[method][shot], results.tuned[method][shot] = fixed, tuned
+            results.lrs[method][shot] = {
+                "lr": chosen.lr,
+                "val": {str(lr): v for lr, v in chosen.val.items()},
+                "at_edge": chosen.at_edge,
+            }
+            if chosen.at_edge:
+                logger.warning(
+                    "%s %d-shot: the chosen fine-tuning rate %g is at the edge of the grid %s",
+                    method,
+                    shot,
+                    chosen.lr,
+                    preset.finetune_lrs,
+                )
+    return results
+
+
+def _test_at(
+    preset: AccuracyPreset, model: Classifier, test: ClassImages, shot: int, seed: int, lr: float
+) -> np.ndarray:
+    """Per-task meta-test accuracies of ``model`` fine-tuned at ``lr`` (the seed's tasks)."""
+    result = evaluate(
+        model, test, k_shot=shot, n_tasks=preset.test_tasks, seed=10_000 + seed, lr=lr
+    )
+    logger.info("test %s-shot lr %g seed %d: %s", shot, lr, seed, result.format())
+    return result.accuracies
+
+
+def _weights(models: dict[str, dict[int, Classifier]]) -> StateDicts:
+    """CPU copies of every meta-tested model's weights."""
+    return {
+        m: {
+            shot: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            for shot, model in by_shot.items()
+        }
+        for m, by_shot in models.items()
+    }
 
 
 def _aggregate(
@@ -453,11 +566,13 @@ def alignment_step(config: dict[str, Any]) -> str:
     )
 
 
-def _table_head(shots: Sequence[int], by_seed: bool) -> list[str]:
+def _table_head(shots: Sequence[int], by_seed: bool, tuned: bool = False) -> list[str]:
     """The header row and the alignment row of a setting's table."""
     columns = [f"{s}-shot" for s in shots]
     if by_seed:
         columns += [f"{s}-shot per seed" for s in shots]
+    if tuned:
+        columns += [f"rate {s}-shot" for s in shots]
     return ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
 
 
@@ -491,7 +606,6 @@ def markdown(report: dict[str, Any]) -> str:
     partial_baselines = bool(_baselines_not_run(report))
     for setting in report["settings"]:
         n_seeds = len(_setting_seeds(report, setting))
-        by_seed = n_seeds > 1
         lines += [
             f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
             f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
@@ -499,30 +613,75 @@ def markdown(report: dict[str, Any]) -> str:
             f"{n_seeds} seed(s){_partial(report, setting)}; "
             "mean ± 95% CI in %:",
             "",
-            *_table_head(report["shots"], by_seed),
+            *_protocol_block(report, setting["results"], methods, n_seeds > 1, partial_baselines),
         ]
-        for method in methods:
-            cells = [_cell(setting["results"][str(shot)].get(method)) for shot in report["shots"]]
-            if by_seed:
-                cells += [
-                    _seed_means(setting["results"][str(shot)].get(method))
-                    for shot in report["shots"]
-                ]
-            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
-        for shot in report["shots"]:
-            s = setting["results"][str(shot)]["_summary"]
-            ceiling = s["ceiling_minus_free_points"]
-            best = LABELS[s["best_data_free_baseline"]]
-            lines.append(
-                f"\n{shot}-shot: FREE − best data-free baseline"
-                f"{' run here' if partial_baselines else ''} ({best})"
-                f" = {s['free_minus_best_baseline_points']:+.2f} points (goal ≥ +{GOAL_POINTS}: "
-                f"{'met' if s['goal_met'] else 'NOT met'}"
-                f"{' against these baselines' if partial_baselines else ''}); ceiling − FREE = "
-                f"{'n/a' if ceiling is None else f'{ceiling:.2f}'} points."
-            )
-        lines.append("")
+        tuned = setting.get("tuned")
+        if tuned:
+            seeds = tuned["seeds"]
+            missing_seeds = sorted(set(_setting_seeds(report, setting)) - set(seeds))
+            lines += [
+                f"Same pool and tasks, each method fine-tuned at its own rate, chosen on "
+                f"meta-val ({report['lr_val_tasks']} tasks per rate) from "
+                f"{', '.join(f'{lr:g}' for lr in report['finetune_lrs'])}; "
+                f"{len(seeds)} seed(s): {', '.join(str(x) for x in seeds)}"
+                + (
+                    f" (measured before this protocol: seed(s) "
+                    f"{', '.join(str(x) for x in missing_seeds)})"
+                    if missing_seeds
+                    else ""
+                )
+                + "; chosen rate per seed in the last columns:",
+                "",
+                *_protocol_block(
+                    report, tuned["results"], methods, False, partial_baselines, tuned["lrs"]
+                ),
+            ]
     return "\n".join(lines) + "\n"
+
+
+def _protocol_block(
+    report: dict[str, Any],
+    results: dict[str, Any],
+    methods: Sequence[str],
+    by_seed: bool,
+    partial_baselines: bool,
+    rates: dict[str, Any] | None = None,
+) -> list[str]:
+    """One protocol's table and its goal lines (``rates``: the tuned protocol's choices)."""
+    shots = report["shots"]
+    lines = _table_head(shots, by_seed, tuned=rates is not None)
+    for method in methods:
+        cells = [_cell(results[str(shot)].get(method)) for shot in shots]
+        if by_seed:
+            cells += [_seed_means(results[str(shot)].get(method)) for shot in shots]
+        if rates is not None:
+            cells += [_chosen_rates(rates, method, shot) for shot in shots]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    protocol = ", rates tuned on meta-val" if rates is not None else ""
+    for shot in shots:
+        s = results[str(shot)]["_summary"]
+        ceiling = s["ceiling_minus_free_points"]
+        best = LABELS[s["best_data_free_baseline"]]
+        lines.append(
+            f"\n{shot}-shot{protocol}: FREE − best data-free baseline"
+            f"{' run here' if partial_baselines else ''} ({best})"
+            f" = {s['free_minus_best_baseline_points']:+.2f} points (goal ≥ +{GOAL_POINTS}: "
+            f"{'met' if s['goal_met'] else 'NOT met'}"
+            f"{' against these baselines' if partial_baselines else ''}); ceiling − FREE = "
+            f"{'n/a' if ceiling is None else f'{ceiling:.2f}'} points."
+        )
+    lines.append("")
+    return lines
+
+
+def _chosen_rates(rates: dict[str, Any], method: str, shot: int) -> str:
+    """``"0.1 / 0.03"``: the rate chosen for ``method`` at ``shot``, per seed in seed order."""
+    chosen = [
+        by_method[method][str(shot)]
+        for _, by_method in sorted(rates.items(), key=lambda r: int(r[0]))
+        if method in by_method
+    ]
+    return " / ".join(f"{lr:g}" for lr in chosen) or "n/a"
 
 
 def _unit_dir(work_dir: Path, setting: str, seed: int) -> Path:
@@ -533,7 +692,9 @@ def _load_unit(path: Path, config_key: str) -> dict[str, Any] | None:
     """A finished (setting, seed) unit saved by :func:`_save_unit`, or None.
 
     A unit saved for another configuration (``config_key``: hash of the preset's FREE
-    configuration) is ignored with a warning and measured again.
+    configuration) is ignored with a warning and measured again. The unit's results are
+    under ``"results"`` (a :class:`MetaTest`; a unit measured before the tuned protocol
+    has its published-protocol figures only).
     """
     done = path / "unit.json"
     if not done.is_file():
@@ -542,23 +703,52 @@ def _load_unit(path: Path, config_key: str) -> dict[str, Any] | None:
     if unit.get("config_key", config_key) != config_key:
         logger.warning("%s was measured with another configuration: measuring again", done)
         return None
-    unit["accuracies"] = {
-        m: {int(k): np.asarray(v, dtype=np.float64) for k, v in by_shot.items()}
-        for m, by_shot in unit["accuracies"].items()
-    }
+    tuned = unit.pop("tuned", {"accuracies": {}, "lrs": {}})
+    unit["results"] = MetaTest(
+        _arrays(unit.pop("accuracies")),
+        _arrays(tuned["accuracies"]),
+        {m: {int(k): v for k, v in by_shot.items()} for m, by_shot in tuned["lrs"].items()},
+    )
     grid = path / "grid.pt"
     unit["grid"] = torch.load(grid, weights_only=True) if grid.is_file() else []
     return unit
 
 
+def _arrays(saved: dict[str, dict[str, list[float]]]) -> Accuracies:
+    return {
+        m: {int(k): np.asarray(v, dtype=np.float64) for k, v in by_shot.items()}
+        for m, by_shot in saved.items()
+    }
+
+
+def _lists(accuracies: Accuracies) -> dict[str, dict[str, list[float]]]:
+    return {
+        m: {str(k): v.tolist() for k, v in by_shot.items()} for m, by_shot in accuracies.items()
+    }
+
+
+def _load_weights(path: Path) -> StateDicts:
+    """The meta-tested models' weights of a unit (empty for units saved without them)."""
+    file = path / "models.pt"
+    return torch.load(file, weights_only=True) if file.is_file() else {}
+
+
 def _save_unit(path: Path, unit: dict[str, Any]) -> None:
-    """Write a finished unit atomically (the JSON last, so a partial write is not 'done')."""
+    """Write a finished unit atomically (the JSON last, so a partial write is not 'done').
+
+    Besides ``unit.json`` (per-task accuracies of both protocols, the chosen rates, the
+    training records) it keeps ``grid.pt`` (recovered images) and ``models.pt`` (the
+    weights of every meta-tested model, so a later protocol can re-test without training).
+    """
     path.mkdir(parents=True, exist_ok=True)
     torch.save(unit["grid"], path / "grid.pt")
-    record = {k: v for k, v in unit.items() if k != "grid"}
-    record["accuracies"] = {
-        m: {str(k): v.tolist() for k, v in by_shot.items()}
-        for m, by_shot in unit["accuracies"].items()
+    torch.save(unit["weights"], path / "models.pt")
+    results: MetaTest = unit["results"]
+    record = {k: v for k, v in unit.items() if k not in ("grid", "weights", "results")}
+    record["accuracies"] = _lists(results.fixed)
+    record["tuned"] = {
+        "accuracies": _lists(results.tuned),
+        "lrs": {m: {str(k): v for k, v in by_shot.items()} for m, by_shot in results.lrs.items()},
     }
     tmp = path / "unit.json.tmp"
     tmp.write_text(json.dumps(record))
@@ -588,15 +778,20 @@ def _run_unit(
             models["average"] = dict.fromkeys(preset.shots, average)
         except BaselineError as err:
             logger.warning("%s: Average skipped: %s", name, err)
-    accuracies = _evaluate_all(preset, models, test, run_seed)
+    results = _meta_test(preset, models, (val, test), run_seed)
+    weights = _weights(models)
     if ceiling is not None:
-        accuracies["maml"] = ceiling[0]
-        info["maml"] = ceiling[1]
+        results.fixed["maml"] = ceiling.results.fixed["maml"]
+        results.tuned["maml"] = ceiling.results.tuned["maml"]
+        results.lrs["maml"] = ceiling.results.lrs["maml"]
+        info["maml"] = ceiling.info
+        weights["maml"] = ceiling.weights
     return {
-        "accuracies": accuracies,
+        "results": results,
         "training": info,
         "average_teachers": averaged,
         "grid": [(label, images) for label, images in grid],
+        "weights": weights,
     }
 
 
@@ -652,15 +847,11 @@ def run(
     grids: list[Any] = []
     chosen = {n: a for n, a in preset.settings.items() if not only_settings or n in only_settings}
     for name, archs in chosen.items():
-        pool = PoolSettings(
-            archs=archs,
-            teachers=preset.teachers,
-            epochs=preset.pool_epochs,
-            conv4_width=spec.width,
-            resnet_width=preset.resnet_width,
-        )
+        pool = pool_settings(preset, name)
         teachers: list[Teacher] = []  # built (or loaded) only if a unit needs training
-        per_seed: dict[int, dict[str, dict[int, np.ndarray]]] = {}
+        per_seed: dict[int, Accuracies] = {}
+        per_seed_tuned: dict[int, Accuracies] = {}
+        chosen_lrs: dict[str, Any] = {}
         training: dict[int, Any] = {}
         averaged = 0
         for run_seed in seeds:
@@ -686,7 +877,14 @@ def run(
                 _save_unit(unit_dir, {**unit, **record})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
-            per_seed[run_seed] = unit["accuracies"]
+            results: MetaTest = unit["results"]
+            per_seed[run_seed] = results.fixed
+            if results.tuned:
+                per_seed_tuned[run_seed] = results.tuned
+                chosen_lrs[str(run_seed)] = {
+                    m: {str(shot): c["lr"] for shot, c in by_shot.items()}
+                    for m, by_shot in results.lrs.items()
+                }
             training[run_seed] = unit["training"]
             averaged = unit["average_teachers"]
             if len(per_seed) == 1:  # the setting's first seed supplies grid and curves
@@ -707,6 +905,12 @@ def run(
                 "training": {str(k): v for k, v in training.items()},
             }
         )
+        if per_seed_tuned:
+            settings[-1]["tuned"] = {
+                "seeds": sorted(per_seed_tuned),
+                "results": _aggregate(per_seed_tuned, preset.shots),
+                "lrs": chosen_lrs,
+            }
     if not settings:
         raise NothingFinishedError(
             f"no finished unit of the {preset_name!r} preset under {units_dir or work_dir}: "
@@ -725,6 +929,8 @@ def run(
         "shots": list(preset.shots),
         "methods": list(preset.methods),
         "test_tasks": preset.test_tasks,
+        "finetune_lrs": list(preset.finetune_lrs),
+        "lr_val_tasks": preset.lr_val_tasks,
         "settings": settings,
         "free_config": preset.free.to_dict(),
         "maml": {
@@ -813,11 +1019,14 @@ def main(argv: list[str] | None = None) -> int:
     not_run = _baselines_not_run(report)
     caveat = f"; baselines not run: {', '.join(not_run)}" if not_run else ""
     for setting in report["settings"]:
-        for shot in report["shots"]:
-            s = setting["results"][str(shot)]["_summary"]
-            free = setting["results"][str(shot)]["free"]
+        protocols = [("", setting["results"])]
+        if "tuned" in setting:
+            protocols.append((" (rates tuned on meta-val)", setting["tuned"]["results"]))
+        for (protocol, results), shot in itertools.product(protocols, report["shots"]):
+            s = results[str(shot)]["_summary"]
+            free = results[str(shot)]["free"]
             print(
-                f"{setting['name']} {shot}-shot: FREE {100 * free['mean']:.2f} ± "
+                f"{setting['name']} {shot}-shot{protocol}: FREE {100 * free['mean']:.2f} ± "
                 f"{100 * free['ci95']:.2f} | FREE − best data-free baseline "
                 f"({s['best_data_free_baseline']}) = {s['free_minus_best_baseline_points']:+.2f} "
                 f"points (goal +{GOAL_POINTS}: {'met' if s['goal_met'] else 'NOT met'}"

@@ -57,8 +57,8 @@ from free_common.free.meta_learner import (
     meta_learner_step,
 )
 from free_common.free.teachers import InMemoryTeachers, Teacher
-from scripts.bench_accuracy import PRESETS, AccuracyPreset, config_key, val_curve
-from scripts.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split, teachers_of
+from scripts.bench_accuracy import PRESETS, AccuracyPreset, config_key, pool_settings, val_curve
+from scripts.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
 from server.baselines import free_trainer, variant_config
 from server.plots import save_curves
 
@@ -404,15 +404,7 @@ def run(
     if setting not in preset.settings:
         raise ValueError(f"setting {setting!r}: must be one of {list(preset.settings)}")
     train, val, test = (load_split(preset.dataset, s) for s in ("train", "val", "test"))
-    spec = learner_spec(preset.free.meta_learner)
-    pool = PoolSettings(
-        archs=preset.settings[setting],
-        teachers=preset.teachers,
-        epochs=preset.pool_epochs,
-        conv4_width=spec.width,
-        resnet_width=preset.resnet_width,
-    )
-    teachers = teachers_of(build_pool(train, pool, cache_dir=cache_dir))
+    teachers = teachers_of(build_pool(train, pool_settings(preset, setting), cache_dir=cache_dir))
     root = cache_dir.parent / "bench-work" if cache_dir is not None else out_dir / "work"
     work_dir = root / f"alignment-{budget}-{config_key(preset.free)}" / setting
     logger.info("work directory: %s", work_dir)

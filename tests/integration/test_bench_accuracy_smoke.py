@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
+from free_common.free.meta_learner import learner_spec
+from free_common.models import build_model
 from scripts import bench_accuracy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -33,7 +38,35 @@ def test_accuracy_smoke_writes_every_method(
     assert report["settings"][0]["average_teachers"] >= 1
     for name in ("accuracy.md", "accuracy_val_curves.png", "accuracy_recovered_images.png"):
         assert (out / name).stat().st_size > 0
-    assert "FREE − best data-free baseline" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FREE − best data-free baseline" in printed
+    assert "1-shot (rates tuned on meta-val): FREE" in printed
+
+
+def test_every_method_is_also_tested_at_a_rate_chosen_on_meta_val_and_its_weights_kept(
+    tmp_path: Path,
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "p")]
+    assert bench_accuracy.main([*args, "--units", str(units), "--settings", "single"]) == 0
+    preset = bench_accuracy.PRESETS["smoke"]
+    unit = json.loads((units / "single" / "seed0" / "unit.json").read_text())
+    weights = torch.load(units / "single" / "seed0" / "models.pt", weights_only=True)
+    spec = learner_spec(preset.free.meta_learner)
+    for method in bench_accuracy.METHODS:
+        for shot in ("1", "5"):
+            chosen = unit["tuned"]["lrs"][method][shot]
+            assert chosen["lr"] in preset.finetune_lrs
+            assert chosen["val"][str(chosen["lr"])] == max(chosen["val"].values())
+            tuned = unit["tuned"]["accuracies"][method][shot]
+            assert len(tuned) == preset.test_tasks
+            if chosen["lr"] == bench_accuracy.PUBLISHED_LR:  # same tasks, same rate
+                assert tuned == unit["accuracies"][method][shot]
+            build_model(spec, batch_stats=True).load_state_dict(weights[method][int(shot)])
+    report = json.loads((tmp_path / "r" / "accuracy.json").read_text())
+    tuned = report["settings"][0]["tuned"]
+    assert tuned["seeds"] == [0] and set(tuned["lrs"]["0"]) == set(bench_accuracy.METHODS)
+    assert "each method fine-tuned at its own rate" in (tmp_path / "r" / "accuracy.md").read_text()
 
 
 def test_finished_units_are_reused_by_a_second_run(
@@ -120,15 +153,24 @@ def test_the_ceiling_is_measured_once_per_seed_across_settings(
     assert multi["ceiling_key"] == bench_accuracy.ceiling_key(bench_accuracy.PRESETS["smoke"])
 
 
-def test_a_ceiling_of_other_sizes_is_measured_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _measured_before_the_tuned_protocol(unit: dict[str, Any]) -> None:
+    del unit["tuned"]
+
+
+def _of_other_sizes(unit: dict[str, Any]) -> None:
+    unit["ceiling_key"] = "other-sizes"
+
+
+@pytest.mark.parametrize("stale", [_measured_before_the_tuned_protocol, _of_other_sizes])
+def test_a_ceiling_that_cannot_be_reused_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stale: Callable[[dict[str, Any]], None]
 ) -> None:
     units = tmp_path / "units"
     args = ["--preset", "smoke", "--cache-dir", str(tmp_path / "p"), "--units", str(units)]
     assert bench_accuracy.main([*args, "--out", str(tmp_path / "a"), "--settings", "single"]) == 0
     path = units / "single" / "seed0" / "unit.json"
     unit = json.loads(path.read_text())
-    unit["ceiling_key"] = "other-sizes"
+    stale(unit)
     path.write_text(json.dumps(unit))
     measured: list[int] = []
     real = bench_accuracy._measure_ceiling
@@ -140,6 +182,8 @@ def test_a_ceiling_of_other_sizes_is_measured_again(
     monkeypatch.setattr(bench_accuracy, "_measure_ceiling", counting)
     assert bench_accuracy.main([*args, "--out", str(tmp_path / "b"), "--settings", "multi"]) == 0
     assert measured == [0]
+    report = json.loads((tmp_path / "b" / "accuracy.json").read_text())
+    assert report["settings"][0]["tuned"]["seeds"] == [0]
 
 
 def test_finished_only_reports_the_finished_units_and_trains_nothing(

@@ -153,3 +153,32 @@ def test_accuracy_presets_must_run_free_and_known_methods() -> None:
     for methods in (("random", "average"), ("free", "oracle")):
         with pytest.raises(ValueError, match="must include 'free'"):
             replace(full, methods=methods)
+
+
+def test_accuracy_markdown_adds_the_tuned_protocol_with_its_chosen_rates() -> None:
+    report = _report_of(("free", "random", "average", "no_alignment"))
+    report.update(finetune_lrs=[0.01, 0.1], lr_val_tasks=7, seeds=[0, 1], preset_seeds=[0, 1])
+    single = report["settings"][0]  # type: ignore[index]
+    values = {"free": 0.60, "random": 0.55, "average": 0.50, "no_alignment": 0.52}
+    per_seed = {1: {m: {1: np.full(10, v)} for m, v in values.items()}}
+    single.update(
+        seeds=[0, 1],
+        tuned={
+            "seeds": [1],
+            "results": bench_accuracy._aggregate(per_seed, [1]),
+            "lrs": {"1": {"free": {"1": 0.1}, "random": {"1": 0.1}, "average": {"1": 0.01}}},
+        },
+    )
+    text = bench_accuracy.markdown(report)
+    assert "from 0.01, 0.1; 1 seed(s): 1 (measured before this protocol: seed(s) 0)" in text
+    assert "(7 tasks per rate)" in text
+    assert "| method | 1-shot | rate 1-shot |" in text
+    assert (
+        "| FREE | 60.00 ± 0.00 | 0.1 |" in text
+        and "| Average (FedAvg) | 50.00 ± 0.00 | 0.01 |" in text
+    )
+    assert "| FREE w/o alignment | 52.00 ± 0.00 | n/a |" in text
+    assert (
+        "1-shot, rates tuned on meta-val: FREE − best data-free baseline run here (Random) = +5.00"
+        in text
+    )

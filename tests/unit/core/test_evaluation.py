@@ -11,6 +11,7 @@ from free_common.evaluation import (
     evaluate,
     evaluation_copy,
     select_best,
+    select_finetune_lr,
 )
 from free_common.models import ModelSpec, build_model
 
@@ -118,3 +119,35 @@ def test_select_best_evaluates_every_candidate_on_the_same_tasks():
     )
     assert set(results) == {"a", "b"}
     assert results[best].mean == max(r.mean for r in results.values())
+
+
+def test_select_finetune_lr_tries_every_rate_on_the_same_tasks_and_flags_the_edge():
+    model = build_model(SPEC)
+    lrs = (0.01, 0.1, 1.0)
+    chosen = select_finetune_lr(
+        model, blob_split(), k_shot=1, lrs=lrs, n_tasks=3, seed=4, n_way=2, q_query=2
+    )
+    assert list(chosen.val) == list(lrs)
+    for lr in lrs:  # each candidate's figure is an ordinary evaluation at that rate
+        direct = evaluate(
+            model, blob_split(), n_way=2, k_shot=1, q_query=2, n_tasks=3, seed=4, lr=lr
+        )
+        assert chosen.val[lr] == direct.mean
+    assert chosen.val[chosen.lr] == max(chosen.val.values())
+    assert chosen.at_edge == (chosen.lr in (0.01, 1.0))
+
+
+def test_select_finetune_lr_breaks_ties_by_grid_order():
+    # Zero fine-tuning steps: every rate scores the same, so the first one is chosen.
+    model = build_model(SPEC)
+    for lrs in ((0.1, 0.01), (0.01, 0.1)):
+        chosen = select_finetune_lr(
+            model, blob_split(), k_shot=1, lrs=lrs, n_tasks=2, seed=0, n_way=2, q_query=2, steps=0
+        )
+        assert chosen.lr == lrs[0]
+
+
+@pytest.mark.parametrize("lrs", [(), (0.1, 0.1), (0.0, 0.1), (-0.01,)])
+def test_select_finetune_lr_refuses_a_bad_grid(lrs):
+    with pytest.raises(EvaluationError, match="distinct positive learning rates"):
+        select_finetune_lr(build_model(SPEC), blob_split(), k_shot=1, lrs=lrs, n_tasks=1, seed=0)
