@@ -727,6 +727,19 @@ def _lists(accuracies: Accuracies) -> dict[str, dict[str, list[float]]]:
     }
 
 
+def _differing_tasks(earlier: Accuracies, now: Accuracies) -> dict[str, dict[str, int]]:
+    """Per method and shot both hold: the meta-test tasks whose accuracy changed."""
+    return {
+        m: {
+            str(shot): int(np.sum(earlier[m][shot] != accs))
+            for shot, accs in by_shot.items()
+            if shot in earlier[m]
+        }
+        for m, by_shot in now.items()
+        if m in earlier
+    }
+
+
 def _load_weights(path: Path) -> StateDicts:
     """The meta-tested models' weights of a unit (empty for units saved without them)."""
     file = path / "models.pt"
@@ -808,6 +821,8 @@ def run(
     units_dir: Path | None = None,
     only_settings: Sequence[str] | None = None,
     finished_only: bool = False,
+    *,
+    remeasure_untuned: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every method; write JSON, markdown and plots; return the report.
 
@@ -822,9 +837,14 @@ def run(
     which never sees the pool, is measured once per seed: a finished unit of another
     setting at the same seed supplies it. ``finished_only`` trains nothing: the report
     aggregates the finished units alone, each setting over its own seeds (a setting with
-    none is left out and named as not run).
+    none is left out and named as not run). ``remeasure_untuned`` measures again the
+    finished units saved before the tuned protocol existed (they carry the published
+    protocol's figures only); the new unit records, per method and shot, on how many
+    meta-test tasks its published-protocol accuracy differs from the earlier unit's.
     """
     preset = PRESETS[preset_name]
+    if finished_only and remeasure_untuned:
+        raise ValueError("finished_only trains nothing: it cannot measure units again")
     seeds = tuple(seed + s for s in preset.seeds)
     if units_dir is not None:
         units_dir.mkdir(parents=True, exist_ok=True)
@@ -857,6 +877,12 @@ def run(
         for run_seed in seeds:
             unit_dir = _unit_dir(units_dir or work_dir, name, run_seed)
             unit = _load_unit(unit_dir, key)
+            earlier = None
+            if unit is not None and remeasure_untuned and not unit["results"].tuned:
+                logger.info(
+                    "%s seed %d: saved before the tuned protocol: measuring again", name, run_seed
+                )
+                earlier, unit = unit, None
             if unit is None and finished_only:
                 logger.info("%s seed %d: not finished, left out (--finished-only)", name, run_seed)
                 continue
@@ -874,6 +900,16 @@ def run(
                     "ceiling_key": ceiling_key(preset),
                     "free_config": preset.free.to_dict(),
                 }
+                if earlier is not None:
+                    record["remeasured"] = _differing_tasks(
+                        earlier["results"].fixed, unit["results"].fixed
+                    )
+                    logger.info(
+                        "%s seed %d: tasks that differ from the earlier unit: %s",
+                        name,
+                        run_seed,
+                        record["remeasured"],
+                    )
                 _save_unit(unit_dir, {**unit, **record})
             else:
                 logger.info("%s seed %d: reusing the finished unit in %s", name, run_seed, unit_dir)
@@ -988,6 +1024,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: report the finished units only, each setting over its own seeds",
     )
     parser.add_argument(
+        "--remeasure-untuned",
+        action="store_true",
+        help="measure again the finished units saved before the tuned protocol existed "
+        "(each records on how many tasks its published-protocol figures changed)",
+    )
+    parser.add_argument(
         "--units",
         type=Path,
         default=None,
@@ -1002,6 +1044,10 @@ def main(argv: list[str] | None = None) -> int:
     known = list(PRESETS[args.preset].settings)
     if args.settings is not None and not set(args.settings) <= set(known):
         parser.error(f"--settings {args.settings}: the preset's settings are {known}")
+    if args.finished_only and args.remeasure_untuned:
+        parser.error(
+            "--finished-only trains nothing: it cannot be combined with --remeasure-untuned"
+        )
     try:
         report = run(
             args.preset,
@@ -1012,6 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
             args.units,
             args.settings,
             args.finished_only,
+            remeasure_untuned=args.remeasure_untuned,
         )
     except NothingFinishedError as error:
         print(f"error: {error}", file=sys.stderr)

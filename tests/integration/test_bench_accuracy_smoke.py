@@ -210,3 +210,29 @@ def test_finished_only_reports_the_finished_units_and_trains_nothing(
     first = json.loads((tmp_path / "a" / "accuracy.json").read_text())
     assert report["settings"][0]["results"] == first["settings"][0]["results"]
     assert "PARTIAL: not run yet: the multi pool setting(s)." in (out / "accuracy.md").read_text()
+
+
+def test_units_saved_before_the_tuned_protocol_are_measured_again_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    units = tmp_path / "units"
+    args = ["--preset", "smoke", "--cache-dir", str(tmp_path / "p"), "--units", str(units)]
+    args += ["--settings", "single"]
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "a")]) == 0
+    path = units / "single" / "seed0" / "unit.json"
+    unit = json.loads(path.read_text())
+    del unit["tuned"]
+    path.write_text(json.dumps(unit))
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "b")]) == 0  # reused as it is
+    assert "tuned" not in json.loads(path.read_text())
+    with pytest.raises(SystemExit):
+        bench_accuracy.main([*args, "--finished-only", "--remeasure-untuned"])
+    assert "cannot be combined" in capsys.readouterr().err
+    assert bench_accuracy.main([*args, "--out", str(tmp_path / "c"), "--remeasure-untuned"]) == 0
+    again = json.loads(path.read_text())
+    assert set(again["tuned"]["accuracies"]) == set(bench_accuracy.METHODS)
+    # seeded training and evaluation: the published-protocol figures come out the same
+    changed = again["remeasured"]
+    assert set(changed) == set(bench_accuracy.METHODS)
+    assert all(n == 0 for by_shot in changed.values() for n in by_shot.values())
+    assert again["accuracies"] == unit["accuracies"]
