@@ -480,12 +480,19 @@ def _test_at(
 
 
 def _weights(models: dict[str, dict[int, Classifier]]) -> StateDicts:
-    """CPU copies of every meta-tested model's weights."""
+    """CPU copies of every meta-tested model's weights.
+
+    A model that serves every shot is copied once, so ``torch.save`` stores it once.
+    """
+    copies: dict[int, dict[str, torch.Tensor]] = {}
+    for by_shot in models.values():
+        for model in by_shot.values():
+            if id(model) not in copies:
+                copies[id(model)] = {
+                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                }
     return {
-        m: {
-            shot: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            for shot, model in by_shot.items()
-        }
+        m: {shot: copies[id(model)] for shot, model in by_shot.items()}
         for m, by_shot in models.items()
     }
 

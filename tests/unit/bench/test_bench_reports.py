@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from free_common.config import FreeConfig
+from free_common.models import ModelSpec, build_model
 from scripts import bench_accuracy, bench_recovery
 from scripts.bench_recovery import TeacherRow, summarise
 
@@ -182,3 +184,13 @@ def test_accuracy_markdown_adds_the_tuned_protocol_with_its_chosen_rates() -> No
         "1-shot, rates tuned on meta-val: FREE − best data-free baseline run here (Random) = +5.00"
         in text
     )
+
+
+def test_unit_weights_copy_a_model_serving_every_shot_once() -> None:
+    spec = ModelSpec("conv4", image_size=16, width=4, num_classes=3)
+    shared, other = build_model(spec), build_model(spec)
+    weights = bench_accuracy._weights({"free": {1: shared, 5: shared}, "maml": {1: other}})
+    assert weights["free"][1] is weights["free"][5]  # stored once by torch.save
+    first = next(iter(weights["free"][1].values()))
+    assert first.data_ptr() != next(iter(shared.state_dict().values())).data_ptr()  # a copy
+    assert torch.equal(first, next(iter(shared.state_dict().values())))
