@@ -251,7 +251,8 @@ def run(
         cache: the teacher-pool cache.
         units: the accuracy benchmark's units folder to check Random and Average against.
         preset_name: the accuracy preset whose pools and protocol are used.
-        sizes: (meta-test tasks, meta-val tasks per rate); default (the preset's, 200).
+        sizes: (meta-test tasks, meta-val tasks per rate); default: the preset's
+            ``test_tasks`` and ``lr_val_tasks`` (the bench's rate-selection tasks).
     """
     preset = PRESETS[preset_name]
     unknown = sorted(set(settings) - set(preset.settings))
@@ -259,7 +260,7 @@ def run(
         raise ValueError(
             f"settings {unknown}: the {preset_name!r} preset has {list(preset.settings)}"
         )
-    test_tasks, val_tasks = sizes or (preset.test_tasks, 200)
+    test_tasks, val_tasks = sizes or (preset.test_tasks, preset.lr_val_tasks)
     started = time.perf_counter()
     data = (load_split(preset.dataset, "val"), load_split(preset.dataset, "test"))
     results = [
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         default=None,
         metavar=("TEST", "VAL"),
-        help="meta-test tasks and meta-val tasks per rate (default: the preset's, 200)",
+        help="meta-test tasks and meta-val tasks per rate (default: the preset's)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
