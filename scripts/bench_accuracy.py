@@ -437,7 +437,7 @@ def _meta_test(
         for bucket in (results.fixed, results.tuned, results.lrs):
             bucket[method] = {}
         for shot, model in by_shot.items():
-            fixed = _test_at(preset, model, test, shot, seed, PUBLISHED_LR)
+            fixed = _test_at(preset, (method, model), test, shot, seed, PUBLISHED_LR)
             chosen = select_finetune_lr(
                 model,
                 val,
@@ -449,7 +449,7 @@ def _meta_test(
             tuned = (
                 fixed
                 if chosen.lr == PUBLISHED_LR
-                else _test_at(preset, model, test, shot, seed, chosen.lr)
+                else _test_at(preset, (method, model), test, shot, seed, chosen.lr)
             )
             results.fixed[method][shot], results.tuned[method][shot] = fixed, tuned
             results.lrs[method][shot] = {
@@ -469,13 +469,19 @@ def _meta_test(
 
 
 def _test_at(
-    preset: AccuracyPreset, model: Classifier, test: ClassImages, shot: int, seed: int, lr: float
+    preset: AccuracyPreset,
+    named: tuple[str, Classifier],
+    test: ClassImages,
+    shot: int,
+    seed: int,
+    lr: float,
 ) -> np.ndarray:
-    """Per-task meta-test accuracies of ``model`` fine-tuned at ``lr`` (the seed's tasks)."""
+    """Per-task meta-test accuracies of a (method, model) fine-tuned at ``lr`` (seed's tasks)."""
+    method, model = named
     result = evaluate(
         model, test, k_shot=shot, n_tasks=preset.test_tasks, seed=10_000 + seed, lr=lr
     )
-    logger.info("test %s-shot lr %g seed %d: %s", shot, lr, seed, result.format())
+    logger.info("test %s %d-shot lr %g seed %d: %s", method, shot, lr, seed, result.format())
     return result.accuracies
 
 
