@@ -50,9 +50,9 @@ from free_common.models import Classifier
 from scripts.bench_accuracy import PRESETS, AccuracyPreset, pool_settings
 from scripts.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
 from server.baselines import average_teachers, random_initialisation
-from server.plots import save_curves
+from server.plots import save_curve_panels
 
-__all__ = ["MODELS", "conv_norms", "main", "rescale_conv_kernels", "run"]
+__all__ = ["MODELS", "conv_norms", "main", "plot_sweep", "rescale_conv_kernels", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,28 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_sweep(report: dict[str, Any], path: Path) -> Path:
+    """Meta-val accuracy against the fine-tuning rate: one panel per (pool, shot)."""
+    lrs = report["sweep_lrs"]
+    panels = {
+        f"{setting['name']} pool, {shot}-shot": {
+            label: (lrs, [setting["val_sweep"][name][str(shot)][str(lr)] for lr in lrs])
+            for name, label in MODELS.items()
+        }
+        for setting in report["settings"]
+        for shot in report["shots"]
+    }
+    return save_curve_panels(
+        panels,
+        path,
+        xlabel="fine-tuning rate (10 SGD steps)",
+        ylabel="meta-val accuracy",
+        title=f"Meta-val accuracy against the fine-tuning rate (seed {report['seed']})",
+        columns=len(report["shots"]),
+        logx=True,
+    )
+
+
 def run(
     settings: Sequence[str],
     seed: int,
@@ -287,23 +309,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "weight_norm.json").write_text(json.dumps(report, indent=2))
     (out_dir / "weight_norm.md").write_text(markdown(report))
-    curves = {
-        f"{setting['name']} {MODELS[name]} {shot}-shot": (
-            list(SWEEP_LRS),
-            [setting["val_sweep"][name][str(shot)][str(lr)] for lr in SWEEP_LRS],
-        )
-        for setting in results
-        for name in MODELS
-        for shot in preset.shots
-    }
-    save_curves(
-        curves,
-        out_dir / "weight_norm_lr_sweep.png",
-        xlabel="fine-tuning learning rate (10 SGD steps)",
-        ylabel="meta-val accuracy",
-        title=f"Meta-val accuracy against the fine-tuning rate (seed {seed})",
-        logx=True,
-    )
+    plot_sweep(report, out_dir / "weight_norm_lr_sweep.png")
     return report
 
 

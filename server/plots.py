@@ -15,9 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-__all__ = ["Curve", "save_bars", "save_curves", "save_image_grid"]
+__all__ = ["Curve", "save_bars", "save_curve_panels", "save_curves", "save_image_grid"]
 
 Curve = tuple[Sequence[float], Sequence[float]]
 """(x values, y values) of one line."""
@@ -98,6 +99,67 @@ def save_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path)
+
+
+def save_curve_panels(
+    panels: Mapping[str, Mapping[str, Curve]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    columns: int = 2,
+    logx: bool = False,
+) -> Path:
+    """A grid of line plots, one per panel, with one shared legend below them.
+
+    A curve name that appears in several panels keeps its colour in all of them, so the
+    legend names each curve once.
+
+    Args:
+        panels: panel title -> (curve name -> (x, y)).
+        path: output PNG.
+        xlabel: x-axis label of every panel.
+        ylabel: y-axis label of every panel.
+        title: figure title.
+        columns: panels per row.
+        logx: logarithmic x axes.
+    """
+    if not panels:
+        raise ValueError("save_curve_panels needs at least one panel")
+    names = list(dict.fromkeys(name for panel in panels.values() for name in panel))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.8 * rows + 0.6), squeeze=False, sharey=True
+    )
+    for ax, (panel_title, series) in zip(axes.flat, panels.items(), strict=False):
+        for name, (x, y) in series.items():
+            ax.plot(
+                np.asarray(x, dtype=float),
+                np.asarray(y, dtype=float),
+                marker="o",
+                ms=3,
+                color=colours[name],
+                label=name,
+            )
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles = [Line2D([], [], color=colours[n], marker="o", ms=3) for n in names]
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 2), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0.0, 0.06 * -(-len(names) // 2) / rows, 1.0, 1.0))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def save_bars(
