@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "pick_device", "seed_everything", "set_rng_state"]
+__all__ = ["get_rng_state", "host_record", "pick_device", "seed_everything", "set_rng_state"]
 
 
 def seed_everything(seed: int) -> None:
@@ -23,6 +24,20 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def host_record(device: torch.device) -> dict[str, Any]:
+    """What a benchmark report records of the machine it ran on.
+
+    Returns:
+        ``device`` (its type and the processor, e.g. ``"cpu (x86_64)"``), ``threads``
+        (torch's intra-op threads) and ``torch`` (its version).
+    """
+    return {
+        "device": f"{device.type} ({platform.processor() or platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -33,7 +33,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -57,6 +56,7 @@ from free_common.evaluation import confidence_interval, evaluate, select_finetun
 from free_common.free.meta_learner import learner_spec
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import Classifier
+from free_common.runtime import host_record, pick_device
 from scripts import bench_reference
 from scripts.teacher_pool import (
     DEFAULT_CACHE,
@@ -989,10 +989,8 @@ def run(
         "pool_seed": 0,
         "pool_epochs": preset.pool_epochs,
         "seconds": time.perf_counter() - started,
-        "device": f"cpu ({platform.processor() or platform.machine()})",
-        "threads": torch.get_num_threads(),
+        **host_record(pick_device()),
         "load_average_end": os.getloadavg()[0],
-        "torch": torch.__version__,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{preset.stem}.json").write_text(json.dumps(report, indent=2))

@@ -21,7 +21,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +35,7 @@ from free_common.config import FreeConfig, InversionConfig
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
 from free_common.free.scratch_inversion import invert_from_scratch
 from free_common.free.teachers import Teacher
+from free_common.runtime import host_record
 from scripts.teacher_pool import (
     DEFAULT_CACHE,
     PoolSettings,
@@ -480,10 +480,8 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         "curves": curves,
         "inversion": asdict(preset.inversion),
         "pool": {**asdict(preset.pool), "meta_teachers": preset.meta_teachers},
-        "device": f"{device.type} ({platform.processor() or platform.machine()})",
-        "threads": torch.get_num_threads(),
+        **host_record(device),
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-        "torch": torch.__version__,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "recovery_speed.json").write_text(json.dumps(report, indent=2))

@@ -33,7 +33,6 @@ import copy
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from free_common.data.base import ClassImages
 from free_common.evaluation import confidence_interval, evaluate, select_finetune_lr
 from free_common.free.meta_learner import learner_spec
 from free_common.models import Classifier
+from free_common.runtime import host_record, pick_device
 from scripts.bench_accuracy import PRESETS, AccuracyPreset, pool_settings
 from scripts.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
 from server.baselines import average_teachers, random_initialisation
@@ -301,10 +301,8 @@ def run(
         "sweep_lrs": list(SWEEP_LRS),
         "settings": results,
         "seconds": time.perf_counter() - started,
-        "device": f"cpu ({platform.processor() or platform.machine()})",
-        "threads": torch.get_num_threads(),
+        **host_record(pick_device()),
         "load_average_end": os.getloadavg()[0],
-        "torch": torch.__version__,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "weight_norm.json").write_text(json.dumps(report, indent=2))

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from free_common.runtime import get_rng_state, pick_device, seed_everything, set_rng_state
+from free_common.runtime import (
+    get_rng_state,
+    host_record,
+    pick_device,
+    seed_everything,
+    set_rng_state,
+)
 from server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -28,6 +34,14 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
 def test_pick_device() -> None:
     assert pick_device("cpu").type == "cpu"
     assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_host_record_names_the_device_it_is_given() -> None:
+    record = host_record(torch.device("cpu"))
+    assert record["device"].startswith("cpu (")
+    assert record["threads"] == torch.get_num_threads()
+    assert record["torch"] == torch.__version__
+    assert host_record(torch.device("cuda"))["device"].startswith("cuda (")
 
 
 def test_missing_checkpoint_is_none_and_garbage_raises(tmp_path: Path) -> None:
