@@ -41,7 +41,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--bundle", type=Path, help="bundle folder (model.onnx + manifest)")
     source.add_argument("--cache", type=Path, help="pull cache: use its newest verified model")
     parser.add_argument("--variant", default="proto", help="variant to take from --cache")
-    parser.add_argument("--public-key", type=Path, required=True, help="pinned server key")
+    parser.add_argument(
+        "--public-key", type=Path, required=True, help="pinned server key (raw, hex or PEM)"
+    )
     parser.add_argument("--min-version", type=int, default=0, help="refuse older models")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
 

@@ -62,7 +62,7 @@ class VerifiedModel:
 
 
 def load_public_key_file(path: str | Path) -> Ed25519PublicKey:
-    """Read a pinned public key (32 raw bytes, or PEM) from ``path``."""
+    """Read a pinned public key (32 raw bytes, 64 hex digits, or PEM) from ``path``."""
     try:
         return signing.load_public_key(Path(path).read_bytes())
     except signing.SignatureError as err:
