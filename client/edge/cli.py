@@ -28,12 +28,19 @@ from client.edge.datasets import (
 from client.edge.hub_client import HubClient, HubError, ModelCache, pull
 from client.edge.images import ImageReadError, list_images, load_image, load_support_folder
 from client.edge.runtime import EdgeModel, EpisodeInputError
-from client.edge.verify import VerificationError, load_public_key_file, read_bundle
+from client.edge.verify import (
+    VerificationError,
+    load_public_key_file,
+    read_bundle,
+    read_limited,
+)
 from free_common.proto.v1 import export_pb2
 
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("client.edge")
+
+MAX_CA_BYTES = 1024 * 1024
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
-    with HubClient(args.hub, args.ca.read_bytes()) as client:
+    with HubClient(args.hub, read_limited(args.ca, MAX_CA_BYTES)) as client:
         result = pull(
             client, ModelCache(args.cache), key, args.variant, min_version=args.min_version
         )
@@ -172,7 +179,7 @@ def _cmd_pull(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
-    with HubClient(args.hub, args.ca.read_bytes()) as client:
+    with HubClient(args.hub, read_limited(args.ca, MAX_CA_BYTES)) as client:
         for v in client.list_versions(args.variant):
             print(
                 f"{v.model_name}\t{v.variant}\tv{v.model_version}\t{v.onnx_size}\t{v.onnx_sha256}"

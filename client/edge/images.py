@@ -6,12 +6,15 @@ re-implementing.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
+
+from client.edge.files import UnreadableFileError, read_regular_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -23,6 +26,7 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
 class ImageReadError(ValueError):
@@ -45,9 +49,17 @@ class SupportSet:
 
 
 def load_image(path: str | Path, channels: int, size: int) -> npt.NDArray[np.float32]:
-    """Decode ``path``, convert to grey (1) or RGB (3), resize to size x size: (C, H, W)."""
+    """Decode ``path``, convert to grey (1) or RGB (3), resize to size x size: (C, H, W).
+
+    Only a regular file of at most ``MAX_IMAGE_BYTES`` is read (a named pipe or device
+    called ``x.png`` is refused, never waited on).
+    """
     try:
-        with Image.open(path) as raw:
+        data = read_regular_file(path, MAX_IMAGE_BYTES)
+    except UnreadableFileError as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    try:
+        with Image.open(io.BytesIO(data)) as raw:
             img = raw.convert("L" if channels == 1 else "RGB")
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)

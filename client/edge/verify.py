@@ -2,7 +2,9 @@
 
 Order of checks: signature over the manifest bytes as shipped (never re-serialised), then
 the manifest itself (schema, key id, anti-rollback), then the size and SHA-256 of the ONNX
-bytes. Only bytes that passed every check reach ONNX Runtime.
+bytes. Only bytes that passed every check reach ONNX Runtime. Files are read with
+:func:`client.edge.files.read_regular_file` (regular files only, bounded), and every failure,
+a missing or hostile file included, raises :class:`VerificationError`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
+from client.edge.files import MissingFileError, UnreadableFileError, read_regular_file
 from free_common import signing
 from free_common.proto.v1 import export_pb2
 
 __all__ = [
     "MANIFEST_FILE",
+    "MAX_KEY_FILE_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MODEL_BYTES",
     "MODEL_FILE",
     "SIGNATURE_FILE",
     "RollbackError",
@@ -28,6 +34,7 @@ __all__ = [
     "VerifiedModel",
     "load_public_key_file",
     "read_bundle",
+    "read_limited",
     "verify_bundle",
     "verify_manifest",
 ]
@@ -41,6 +48,7 @@ SIGNATURE_FILE = "manifest.sig"
 SCHEMA_VERSION = 1
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024
+MAX_KEY_FILE_BYTES = 4096  # a PEM public key is about 113 bytes
 
 
 class VerificationError(ValueError):
@@ -61,10 +69,28 @@ class VerifiedModel:
     onnx_bytes: bytes
 
 
-def load_public_key_file(path: str | Path) -> Ed25519PublicKey:
-    """Read a pinned public key (32 raw bytes, 64 hex digits, or PEM) from ``path``."""
+def read_limited(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Raises:
+        VerificationError: missing, not a regular file (directory, device, FIFO, symlink
+            loop), unreadable, or larger than ``limit``.
+    """
     try:
-        return signing.load_public_key(Path(path).read_bytes())
+        return read_regular_file(path, limit)
+    except UnreadableFileError as err:
+        raise VerificationError(str(err)) from err
+
+
+def load_public_key_file(path: str | Path) -> Ed25519PublicKey:
+    """Read a pinned public key (32 raw bytes, 64 hex digits, or PEM) from ``path``.
+
+    Raises:
+        VerificationError: the file is unreadable (see :func:`read_limited`) or holds no
+            acceptable Ed25519 public key (small-order points included).
+    """
+    try:
+        return signing.load_public_key(read_limited(path, MAX_KEY_FILE_BYTES))
     except signing.SignatureError as err:
         raise VerificationError(f"{path}: {err}") from err
 
@@ -148,26 +174,22 @@ def verify_bundle(
     return VerifiedModel(manifest, manifest_bytes, signature, onnx_bytes)
 
 
-def _read_limited(path: Path, limit: int) -> bytes:
-    size = path.stat().st_size
-    if size > limit:
-        raise VerificationError(f"{path} is {size} bytes, more than the {limit} allowed")
-    return path.read_bytes()
-
-
 def read_bundle(
     directory: str | Path, public_key: Ed25519PublicKey, *, min_version: int = 0
 ) -> VerifiedModel:
     """Read ``model.onnx``, ``manifest.binpb`` and ``manifest.sig`` and verify them.
 
     Raises:
-        VerificationError: a file is missing or a check failed.
+        VerificationError: a file is missing or hostile (see :func:`read_limited`), or a
+            check failed.
     """
     folder = Path(directory)
     try:
-        manifest_bytes = _read_limited(folder / MANIFEST_FILE, MAX_MANIFEST_BYTES)
-        signature = _read_limited(folder / SIGNATURE_FILE, 1024)
-        onnx_bytes = _read_limited(folder / MODEL_FILE, MAX_MODEL_BYTES)
-    except FileNotFoundError as err:
-        raise VerificationError(f"incomplete bundle in {folder}: {err.filename} missing") from err
+        manifest_bytes = read_regular_file(folder / MANIFEST_FILE, MAX_MANIFEST_BYTES)
+        signature = read_regular_file(folder / SIGNATURE_FILE, signing.SIGNATURE_BYTES)
+        onnx_bytes = read_regular_file(folder / MODEL_FILE, MAX_MODEL_BYTES)
+    except MissingFileError as err:
+        raise VerificationError(f"incomplete bundle in {folder}: {err}") from err
+    except UnreadableFileError as err:
+        raise VerificationError(f"bundle in {folder} refused: {err}") from err
     return verify_bundle(onnx_bytes, manifest_bytes, signature, public_key, min_version=min_version)
