@@ -2,7 +2,9 @@
 
 Commands: ``verify`` a bundle, ``classify`` query images after adapting on a folder of
 support images, ``evaluate`` on meta-test episodes, ``pull`` from the hub, ``versions`` on
-the hub. Every command verifies the signed manifest before loading the model.
+the hub. Every command verifies the signed manifest before loading the model, and ``verify``
+runs every check loading does (it loads the model), so it never accepts a bundle that
+``classify`` or ``evaluate`` would refuse.
 """
 
 from __future__ import annotations
@@ -28,12 +30,7 @@ from client.edge.datasets import (
 from client.edge.hub_client import HubClient, HubError, ModelCache, pull
 from client.edge.images import ImageReadError, list_images, load_image, load_support_folder
 from client.edge.runtime import EdgeModel, EpisodeInputError
-from client.edge.verify import (
-    VerificationError,
-    load_public_key_file,
-    read_bundle,
-    read_limited,
-)
+from client.edge.verify import VerificationError, load_public_key_file, read_limited
 from free_common.proto.v1 import export_pb2
 
 __all__ = ["build_parser", "main"]
@@ -114,14 +111,8 @@ def _describe(m: export_pb2.ExportManifest) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
-    if args.bundle is not None:
-        verified = read_bundle(args.bundle, key, min_version=args.min_version)
-    else:
-        found = ModelCache(args.cache).latest(args.variant, key)
-        if found is None:
-            raise VerificationError(f"no verified {args.variant!r} model in {args.cache}")
-        verified = found
-    print(f"OK {_describe(verified.manifest)}")
+    model = _load_model(args, key)
+    print(f"OK {_describe(model.manifest)}")
     return 0
 
 

@@ -3,6 +3,10 @@
 Imports numpy and onnxruntime only (no torch). The graph takes ``support`` (S, C, H, W),
 ``support_onehot`` (S, N) and ``query`` (Q, C, H, W), float32 pixels in [0, 1], and returns
 ``logits`` (Q, N); normalisation and BatchNorm (support statistics) happen inside.
+
+:func:`open_session` is the one place that decides whether verified bytes load: the CLI's
+``verify``, the pull cache and :class:`EdgeModel` all go through it, so nothing reports a
+bundle as good that the runtime then refuses.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import numpy.typing as npt
 import onnxruntime as ort
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from client.edge.onnx_wire import OnnxFormatError, check_model_bytes
 from client.edge.verify import VerificationError, VerifiedModel, read_bundle
 from free_common.proto.v1 import export_pb2
 
-__all__ = ["EdgeModel", "EpisodeInputError", "Prediction", "softmax"]
+__all__ = ["EdgeModel", "EpisodeInputError", "Prediction", "open_session", "softmax"]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 INPUT_NAMES = ("support", "support_onehot", "query")
+OUTPUT_NAMES = ("logits",)
+_INPUT_RANKS = {"support": 4, "support_onehot": 2, "query": 4}
 
 
 class EpisodeInputError(ValueError):
@@ -54,30 +61,97 @@ def softmax(logits: FloatArray) -> FloatArray:
     return probs
 
 
+def _check_limits(manifest: export_pb2.ExportManifest) -> None:
+    """The signed episode limits and image size must admit at least one episode."""
+    limits, size = manifest.limits, manifest.input.image_size
+    admits = max(limits.min_ways, 1) <= limits.max_ways and limits.max_shots >= 1
+    if not admits or limits.max_queries < 1 or size < 1:
+        raise VerificationError(
+            f"signed limits admit no episode: ways {limits.min_ways}..{limits.max_ways}, "
+            f"shots <= {limits.max_shots}, queries <= {limits.max_queries}, image size {size}"
+        )
+
+
+def _check_graph(session: ort.InferenceSession, manifest: export_pb2.ExportManifest) -> None:
+    """The graph's inputs, output and version metadata must agree with the signed manifest."""
+    inputs = session.get_inputs()
+    names = tuple(i.name for i in inputs)
+    if names != INPUT_NAMES:
+        raise VerificationError(f"graph inputs {names}, expected {INPUT_NAMES}")
+    outputs = tuple(o.name for o in session.get_outputs())
+    if outputs != OUTPUT_NAMES:
+        raise VerificationError(f"graph outputs {outputs}, expected {OUTPUT_NAMES}")
+    image = [manifest.input.channels, manifest.input.image_size, manifest.input.image_size]
+    for arg in inputs:
+        shape = list(arg.shape)
+        if arg.type != "tensor(float)" or len(shape) != _INPUT_RANKS[arg.name]:
+            raise VerificationError(f"graph input {arg.name} is {arg.type} {shape}")
+        is_image = arg.name != "support_onehot"
+        if is_image and any(
+            isinstance(d, int) and d != want for d, want in zip(shape[1:], image, strict=True)
+        ):
+            raise VerificationError(
+                f"graph input {arg.name} has shape {shape}, signed input is (B, {image})"
+            )
+    meta = session.get_modelmeta()
+    embedded = meta.custom_metadata_map.get("free.model_version")
+    if embedded != str(manifest.model_version) or meta.version != manifest.model_version:
+        raise VerificationError(
+            f"graph metadata says version {embedded} (ModelProto {meta.version}), "
+            f"manifest {manifest.model_version}"
+        )
+
+
+def open_session(verified: VerifiedModel, threads: int = 2) -> ort.InferenceSession:
+    """Load verified ONNX bytes into ONNX Runtime after checking everything loading needs.
+
+    Checks, in order: the signed limits admit an episode; the bytes are an ONNX model with
+    no external data; ONNX Runtime accepts the graph; its inputs, output, image shape and
+    version metadata agree with the signed manifest.
+
+    Args:
+        verified: output of :func:`client.edge.verify.verify_bundle` or ``read_bundle``.
+        threads: ONNX Runtime intra-op threads (0: runtime default).
+
+    Raises:
+        VerificationError: any check failed.
+    """
+    _check_limits(verified.manifest)
+    try:
+        check_model_bytes(verified.onnx_bytes)
+    except OnnxFormatError as err:
+        raise VerificationError(f"verified model is not a self-contained ONNX file: {err}") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # No busy-waiting worker threads: on a shared or battery-powered device spinning burns
+    # CPU for nothing; the cost on an idle machine is within run-to-run noise.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(
+            verified.onnx_bytes, options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:  # ORT raises its own exception types
+        raise VerificationError(f"verified model does not load in ONNX Runtime: {err}") from err
+    _check_graph(session, verified.manifest)
+    return session
+
+
 class EdgeModel:
     """An ONNX Runtime session over verified bytes plus the manifest that vouched for them.
 
     Args:
         verified: output of :func:`client.edge.verify.verify_bundle`.
         threads: ONNX Runtime intra-op threads (0: runtime default).
+
+    Raises:
+        VerificationError: the bytes do not load (see :func:`open_session`).
     """
 
     def __init__(self, verified: VerifiedModel, threads: int = 2) -> None:
         self.manifest: export_pb2.ExportManifest = verified.manifest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # No busy-waiting worker threads: on a shared or battery-powered device spinning burns
-        # CPU for nothing; the cost on an idle machine is within run-to-run noise.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(
-                verified.onnx_bytes, options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as err:  # ORT raises its own exception types
-            raise VerificationError(f"verified model does not load in ONNX Runtime: {err}") from err
-        self._check_graph()
+        self._session = open_session(verified, threads)
 
     @classmethod
     def from_bundle(
@@ -90,18 +164,6 @@ class EdgeModel:
     ) -> EdgeModel:
         """Verify the bundle in ``directory`` and load it."""
         return cls(read_bundle(directory, public_key, min_version=min_version), threads)
-
-    def _check_graph(self) -> None:
-        """The graph's I/O names and metadata must agree with the signed manifest."""
-        names = tuple(i.name for i in self._session.get_inputs())
-        if names != INPUT_NAMES:
-            raise VerificationError(f"graph inputs {names}, expected {INPUT_NAMES}")
-        meta = self._session.get_modelmeta()
-        embedded = meta.custom_metadata_map.get("free.model_version")
-        if embedded != str(self.manifest.model_version) or meta.version != self.model_version:
-            raise VerificationError(
-                f"graph metadata says version {embedded}, manifest {self.model_version}"
-            )
 
     @property
     def model_version(self) -> int:
