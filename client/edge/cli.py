@@ -93,12 +93,9 @@ def _load_model(args: argparse.Namespace, key: Ed25519PublicKey) -> EdgeModel:
         return EdgeModel.from_bundle(
             args.bundle, key, min_version=args.min_version, threads=args.threads
         )
-    verified = ModelCache(args.cache).latest(args.variant, key)
-    if verified is None:
-        raise VerificationError(f"no verified {args.variant!r} model in cache {args.cache}")
-    if verified.manifest.model_version < args.min_version:
-        raise VerificationError(f"cached model is older than --min-version {args.min_version}")
-    return EdgeModel(verified, args.threads)
+    return ModelCache(args.cache).load_newest(
+        args.variant, key, min_version=args.min_version, threads=args.threads
+    )
 
 
 def _describe(m: export_pb2.ExportManifest) -> str:

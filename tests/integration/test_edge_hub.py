@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc  # type: ignore[import-untyped]
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from client.edge import cli
 from client.edge.hub_client import HubClient, HubError, ModelCache, pull
@@ -17,6 +18,8 @@ from free_common import signing, tls
 from free_common.export.manifest import bundle_dir_name, sign_manifest, write_bundle
 from free_common.proto.v1 import export_pb2, hub_pb2, hub_pb2_grpc
 from server import hub
+from tests.edge_bundles import TinyGraph, tiny_model
+from tests.edge_bundles import manifest as tiny_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +28,17 @@ PRIVATE, PUBLIC = signing.load_private_key(PEM), signing.load_public_key(RAW)
 
 
 def _model_bytes(version: int) -> bytes:
-    """~200 KB of deterministic bytes (several 64 KiB chunks); the hub never parses them."""
-    return b"".join(hashlib.sha512(f"{version}-{i}".encode()).digest() for i in range(3200))
+    """A loadable ONNX model of ~200 KB (several 64 KiB chunks), different for each version."""
+    return tiny_model(TinyGraph(version=version, padding_floats=50_000))
 
 
-def _publish(export_dir: Path, version: int, variant: str = "proto") -> export_pb2.ExportManifest:
-    m = export_pb2.ExportManifest(model_name="free-conv4", variant=variant, model_version=version)
-    m.input.layout, m.input.channels, m.input.image_size = "NCHW", 1, 32
-    bundle = sign_manifest(m, _model_bytes(version), PRIVATE)
+def _publish(
+    export_dir: Path, version: int, variant: str = "proto", onnx_bytes: bytes | None = None
+) -> export_pb2.ExportManifest:
+    m = tiny_manifest(version, variant)
+    m.model_name = "free-conv4"
+    data = _model_bytes(version) if onnx_bytes is None else onnx_bytes
+    bundle = sign_manifest(m, data, PRIVATE)
     manifest = export_pb2.ExportManifest.FromString(bundle.manifest)
     write_bundle(bundle, export_dir / bundle_dir_name(manifest))
     return manifest
@@ -167,14 +173,25 @@ def test_unknown_variant_and_sha_are_not_found(
             client.download("0" * 64, 10)
 
 
+KEY_FILES = {  # every format the project writes a public key in
+    "raw": RAW,
+    "hex": (RAW.hex() + "\n").encode(),  # server-ed25519.pub.hex
+    "pem": PUBLIC.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ),
+}
+
+
+@pytest.mark.parametrize("key_format", list(KEY_FILES))
 def test_cli_pull_and_versions(
     running_hub: tuple[str, Path],
     certs: dict[str, bytes],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    key_format: str,
 ) -> None:
     (tmp_path / "ca.pem").write_bytes(certs["ca"])
-    (tmp_path / "key.pub").write_bytes(RAW)
+    (tmp_path / "key.pub").write_bytes(KEY_FILES[key_format])
     common = ["--hub", running_hub[0], "--ca", str(tmp_path / "ca.pem")]
     pull_args = ["pull", *common, "--cache", str(tmp_path / "cache")]
     pull_args += ["--public-key", str(tmp_path / "key.pub")]
@@ -205,5 +222,39 @@ def test_tampered_cached_copy_is_replaced(
         model = first.path / "model.onnx"
         model.write_bytes(b"x" + model.read_bytes()[1:])
         assert cache.latest("proto", PUBLIC) is None
+        again = pull(client, cache, PUBLIC, "proto")
+    assert again.downloaded and (again.path / "model.onnx").read_bytes() == _model_bytes(2)
+
+
+def test_signed_model_that_does_not_load_is_not_cached(
+    tmp_path: Path, certs: dict[str, bytes]
+) -> None:
+    good_dir, bad_dir, cache = tmp_path / "good", tmp_path / "bad", ModelCache(tmp_path / "c")
+    _publish(good_dir, 2)
+    _publish(bad_dir, 3, onnx_bytes=tiny_model(TinyGraph(version=3, output_name="scores")))
+    for export_dir, expect_ok in ((good_dir, True), (bad_dir, False)):
+        server, port = hub.serve(export_dir, cert_pem=certs["cert"], key_pem=certs["key"])
+        try:
+            with HubClient(f"127.0.0.1:{port}", certs["ca"]) as client:
+                if expect_ok:
+                    pull(client, cache, PUBLIC, "proto")
+                else:
+                    with pytest.raises(VerificationError, match="does not load"):
+                        pull(client, cache, PUBLIC, "proto")
+        finally:
+            server.stop(grace=None)
+    # the device keeps serving v2: v3 was neither cached nor trusted
+    assert cache.trusted_version("free-conv4", "proto") == 2
+    assert cache.load_newest("proto", PUBLIC).model_version == 2
+
+
+def test_cached_copy_pointing_at_dev_zero_is_replaced(
+    running_hub: tuple[str, Path], certs: dict[str, bytes], tmp_path: Path
+) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    with HubClient(running_hub[0], certs["ca"]) as client:
+        first = pull(client, cache, PUBLIC, "proto")
+        (first.path / "model.onnx").unlink()
+        (first.path / "model.onnx").symlink_to("/dev/zero")
         again = pull(client, cache, PUBLIC, "proto")
     assert again.downloaded and (again.path / "model.onnx").read_bytes() == _model_bytes(2)
