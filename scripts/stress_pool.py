@@ -132,6 +132,17 @@ def _accepted(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
+def _unindexed_files(root: Path) -> int:
+    """Temporary or unindexed model files, as a reader sees them (before any recovery)."""
+    with ModelPool(root, readonly=True) as reader:
+        indexed = {e.digest for e in reader.entries()}
+    return sum(
+        1
+        for p in (root / "models").rglob("*")
+        if p.is_file() and (p.name.endswith(".tmp") or p.name.split(".")[0] not in indexed)
+    )
+
+
 def _audit(root: Path, accepted: Sequence[str]) -> dict[str, Any]:
     """Open the pool as the next writer (recovery) and check every accepted model loads."""
     try:
@@ -149,17 +160,11 @@ def _audit(root: Path, accepted: Sequence[str]) -> dict[str, Any]:
                 except PoolError:
                     unreachable += 1
         quarantined = len(pool.quarantined())
-        indexed = {e.digest for e in pool.entries()}
-    leftovers = [
-        p.name
-        for p in (root / "models").rglob("*")
-        if p.is_file() and (p.name.endswith(".tmp") or p.name.split(".")[0] not in indexed)
-    ]
     return {
         "lost": len(lost),
         "unreachable": unreachable,
         "quarantined": quarantined,
-        "leftover_files": len(leftovers),
+        "leftover_files": _unindexed_files(root),
         "pool_models": len(present),
     }
 
@@ -269,12 +274,14 @@ def kill_during_add(
                 "killed_mid_ingestion": writer.exitcode == -signal.SIGKILL
                 and len(_accepted(log)) - before < len(batch),
                 "accepted_before_kill": len(_accepted(log)) - before,
+                "files_left_by_the_kill": _unindexed_files(root),
                 **_audit(root, _accepted(log)),
             }
         )
     return {
         "attempts": len(records),
         "killed_mid_ingestion": sum(r["killed_mid_ingestion"] for r in records),
+        "kills_that_left_files": sum(r["files_left_by_the_kill"] > 0 for r in records),
         "accepted": len(_accepted(log)),
         "lost": sum(r["lost"] for r in records),
         "unreachable": sum(r["unreachable"] for r in records),
