@@ -144,8 +144,8 @@ class DemoKeys(KeyRegistry):
     def __len__(self) -> int:
         return 1
 
-    def lookup(self, *, node_id: int, owner_id: str) -> Ed25519PublicKey | None:
-        """The derived key of ``owner_id`` (whatever the node)."""
+    def owner_key(self, owner_id: str) -> Ed25519PublicKey | None:
+        """The derived key of ``owner_id`` (no node is registered: any node may submit)."""
         if not owner_id:
             return None
         return demo_private_key(self._secret, owner_id).public_key()

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from free_common.config import FreeConfig
@@ -303,7 +304,7 @@ class FreeTrainer:
         nan = float("nan")
         try:
             teacher = self.cache.get(teacher_id)
-        except (ValueError, KeyError, RuntimeError, OSError) as err:
+        except (ValueError, KeyError, RuntimeError, OSError, SafetensorError) as err:
             return ScreeningResult(teacher_id, False, nan, nan, f"cannot load: {err}")
         if not self.config.screening.enabled:
             return ScreeningResult(teacher_id, True, nan, nan, "")

@@ -179,11 +179,13 @@ def _handle(
     try:
         checked = validator.validate(reply.submission, node_id=node)
     except Rejected as err:
-        _reject(round_num, node, reply.submission, err.reason, err.message, pool, outcome)
+        _reject(
+            round_num, node, reply.submission, err.reason, err.message, pool, outcome, validator
+        )
         return
     except Exception as err:  # noqa: BLE001 - a hostile payload must never stop the server
         logger.exception("round %d: validator failed on node %d's submission", round_num, node)
-        _reject(round_num, node, reply.submission, "invalid", repr(err), pool, outcome)
+        _reject(round_num, node, reply.submission, "invalid", repr(err), pool, outcome, validator)
         return
     outcome.accepted[node] = pool.add(checked, node_id=node, round_num=round_num)
 
@@ -196,20 +198,26 @@ def _reject(
     detail: str,
     pool: ModelPool,
     outcome: RoundOutcome,
+    validator: Validator,
 ) -> None:
     outcome.rejected[node] = reason
     pool.record_rejection(
         round_num=round_num,
         node_id=node,
-        digest=_safe_digest(submission),
+        digest=_safe_digest(submission, validator),
         reason=reason,
         detail=detail,
     )
 
 
-def _safe_digest(submission: Submission) -> str:
-    """Digest of a rejected submission for the record, or "" when it cannot be computed."""
+def _safe_digest(submission: Submission, validator: Validator) -> str:
+    """Digest of a rejected submission for the record, or "" when it cannot be computed.
+
+    Not computed for a submission over the validator's counts and sizes: hashing 480,000
+    tiny arrays (or a huge card) only for the record would cost seconds.
+    """
     try:
+        validator.check_bounds(submission)
         return submission.digest().hex()
     except Exception:  # noqa: BLE001 - only for the record
         return ""

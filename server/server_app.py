@@ -28,7 +28,9 @@ from server.federation import (
     make_finisher,
     run_federation,
 )
+from server.npy import NpyError, decode_npy
 from server.round import Reply
+from server.validation import Limits
 
 logger = logging.getLogger("server.server_app")
 
@@ -55,19 +57,34 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
         time.sleep(2.0)
 
 
-def unpack_submission(content: RecordDict, max_bytes: int) -> Submission | str:
-    """The submission in a reply's records, or why it cannot be read (hostile or malformed)."""
+def unpack_submission(
+    content: RecordDict, max_bytes: int, max_arrays: int = Limits.max_tensors
+) -> Submission | str:
+    """The submission in a reply's records, or why it cannot be read (hostile or malformed).
+
+    Cheap checks come first, before any array is parsed: the number of arrays, then their
+    total size, then each array's ``.npy`` header against its declared dtype and shape
+    (:func:`server.npy.decode_npy`; numpy's own loader would also open zip archives).
+    """
     try:
         weights = content.array_records["weights"]
+        if len(weights) > max_arrays:
+            return f"{len(weights)} arrays, limit {max_arrays}"
         size = weights.count_bytes()
         if size > max_bytes:
             return f"weights are {size} bytes, limit {max_bytes}"
-        tensors: dict[str, np.ndarray] = {k: v.numpy() for k, v in weights.items()}
         record = content.config_records["submission"]
         card, signature = record["card"], record.get("signature", b"")
         if not isinstance(card, bytes) or not isinstance(signature, bytes):
             return "card and signature must be bytes"
+        tensors: dict[str, np.ndarray] = {}
+        for name, array in weights.items():
+            if array.stype != "numpy.ndarray":
+                return f"array {name[:100]!r} is serialised as {array.stype[:100]!r}, not numpy"
+            tensors[name] = decode_npy(array.data, dtype=array.dtype, shape=array.shape)
         return Submission(card, tensors, signature)
+    except NpyError as err:
+        return f"cannot unpack reply: {err}"[:500]
     except Exception as err:  # noqa: BLE001 - hostile records must not stop the server
         return f"cannot unpack reply: {err!r}"[:500]
 

@@ -90,6 +90,16 @@ def cases() -> Iterator[Case]:
                 return forge(_with(n, b))
 
             yield f"nonfinite:{bad}:{n}", {"non-finite"}, nonfinite
+        for hidden, reason in ((np.nan, "non-finite"), (3e38, "magnitude")):
+
+            def masked(a: np.ndarray = a, n: str = n, hidden: float = hidden) -> Submission:
+                b = a.copy()
+                b.reshape(-1)[-1] = hidden
+                mask = np.zeros(b.shape, bool)
+                mask.reshape(-1)[-1] = True
+                return forge(_with(n, np.ma.MaskedArray(b, mask=mask)))
+
+            yield f"masked:{hidden:g}:{n}", {reason}, masked
         yield f"f64:{n}", {"dtype"}, lambda a=a, n=n: forge(_with(n, a.astype(np.float64)))
         yield f"big-endian:{n}", {"dtype"}, lambda a=a, n=n: forge(_with(n, a.astype(">f4")))
         yield f"huge:{n}", {"magnitude"}, lambda a=a, n=n: forge(_with(n, a * 0 + 1e9))
