@@ -40,13 +40,15 @@ class Theme:
 # Each package's themes of their own design (colour and dark variants left out); originals
 # before the themes drawn from them. Families, with the evidence:
 #   tango: gnome-colors-common's copyright says most of its icons derive from Tango.
-#   gnome: MATE continues the GNOME 2 icons; Adwaita's full-colour icons are gnome-icon-theme's.
+#   gnome: MATE continues the GNOME 2 icons; Adwaita's full-colour icons continue
+#     gnome-icon-theme's (many are near copies).
 #   elementary: "elementary icon theme modified for Xfce" (package description).
 #   faenza: "Intuitive Faenza-like icon theme" (Obsidian's package description).
 #   snwh: Sam Hewitt's designs: Faba, Moka (inherits Faba), Paper; Mint-Y and Yaru name him
 #     as a copyright holder of their icons.
 #   papirus: deepin's bloom, bloom-classic and Vintage inherit Papirus and redraw its style.
-#   nuovo: YASIS is by Nuovo's author; LXDE's nuoveXT2 is named after and inherits nuoveXT.
+#   nuovo: YASIS is by Nuovo's author; LXDE's nuoveXT2 (inheriting nuoveXT) joins on its name
+#     and look alone, an assumption.
 THEMES: tuple[Theme, ...] = (
     Theme("tango-icon-theme", "Tango", "public domain", "tango"),
     Theme("gnome-colors-common", "gnome-colors-common", "GPL-2", "tango"),
