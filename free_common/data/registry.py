@@ -73,6 +73,7 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
         info.name: info
         for info in (
             DatasetInfo("glyphs", 32, 1, (0.5,), (0.5,)),
+            DatasetInfo("icons", 32, 3, (0.5552, 0.5612, 0.5548), (0.2318, 0.2148, 0.2345)),
             DatasetInfo("cifar-fs", 32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
             DatasetInfo("mini-imagenet", 84, 3, (0.4721, 0.4533, 0.4100), (0.2772, 0.2677, 0.2845)),
             DatasetInfo("cub", 84, 3, _IMAGENET_MEAN, _IMAGENET_STD),
@@ -101,8 +102,8 @@ def load_split(
     Args:
         dataset: a key of :data:`DATASETS`.
         split: ``"train"``, ``"val"`` or ``"test"`` (Fashion-MNIST: ``"test"`` only).
-        root: dataset folder; required except for ``glyphs`` (embedded) and
-            ``fashion-mnist`` (Debian path by default). For ``image-folder``, a root with
+        root: dataset folder; required except for ``glyphs`` and ``icons`` (embedded)
+            and ``fashion-mnist`` (Debian path by default). For ``image-folder``, a root with
             ``train/ val/ test/`` sub-folders gives one split each; a plain class-folder
             root is a data owner's own data and is its ``"train"`` split only.
         image_size: output side S; ``None`` means the dataset default.
@@ -118,19 +119,34 @@ def load_split(
         raise DatasetError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     info = DATASETS[dataset]
     path = Path(root) if root is not None else info.default_root
-    if path is None and dataset != "glyphs":
+    if path is None and dataset not in _EMBEDDED:
         raise DatasetError(f"{dataset}: root=... is required (the folder holding the dataset)")
     size = info.image_size if image_size is None else image_size
     return _LOADERS[dataset](path, split, size, info.channels if channels is None else channels)
 
 
-def _glyphs(root: Path | None, split: str, size: int, channels: int) -> ClassImages:
-    if root is not None:
-        raise DatasetError("glyphs: the glyph benchmark is embedded in the package; pass no root")
-    module = importlib.import_module("free_common.data.glyphs")
-    data: ClassImages = module.load_glyphs(split)
-    images = prepare_arrays(data.images, size, channels)
-    return ClassImages(data.name, images, data.labels, data.class_names)
+_EMBEDDED: dict[str, str] = {"glyphs": "glyph", "icons": "icon"}
+"""Datasets shipped inside the package: name -> what one item is called in messages."""
+
+
+def _embedded(dataset: str) -> _Loader:
+    """The loader of an embedded benchmark: ``free_common.data.<dataset>.load_<dataset>``.
+
+    The module is imported on first use, so the registry stays cheap to import.
+    """
+
+    def load(root: Path | None, split: str, size: int, channels: int) -> ClassImages:
+        if root is not None:
+            raise DatasetError(
+                f"{dataset}: the {_EMBEDDED[dataset]} benchmark is embedded in the package; "
+                "pass no root"
+            )
+        module = importlib.import_module(f"free_common.data.{dataset}")
+        data: ClassImages = getattr(module, f"load_{dataset}")(split)
+        images = prepare_arrays(data.images, size, channels)
+        return ClassImages(data.name, images, data.labels, data.class_names)
+
+    return load
 
 
 def _image_folder(root: Path | None, split: str, size: int, channels: int) -> ClassImages:
@@ -154,7 +170,8 @@ def _required(root: Path | None) -> Path:
 
 
 _LOADERS: dict[str, _Loader] = {
-    "glyphs": _glyphs,
+    "glyphs": _embedded("glyphs"),
+    "icons": _embedded("icons"),
     "cifar-fs": lambda r, s, n, c: load_cifar_fs(_required(r), s, image_size=n, channels=c),
     "mini-imagenet": lambda r, s, n, c: load_mini_imagenet(
         _required(r), s, image_size=n, channels=c

@@ -18,6 +18,7 @@ from tests.unit.data.fake_datasets import (
 def test_every_dataset_has_consistent_defaults() -> None:
     assert set(DATASETS) == {
         "glyphs",
+        "icons",
         "cifar-fs",
         "mini-imagenet",
         "cub",
@@ -66,21 +67,23 @@ def test_image_folder_with_split_subfolders(tmp_path) -> None:
     )
 
 
-def test_glyphs_are_imported_lazily_and_converted(monkeypatch) -> None:
+@pytest.mark.parametrize(("dataset", "channels"), [("glyphs", 1), ("icons", 3)])
+def test_embedded_data_are_imported_lazily_and_converted(monkeypatch, dataset, channels) -> None:
     calls = []
 
-    def load_glyphs(split: str) -> ClassImages:
+    def load(split: str) -> ClassImages:
         calls.append(split)
-        images = np.full((2, 1, 32, 32), 7, np.uint8)
-        return ClassImages("glyphs/" + split, images, np.array([0, 1]), ("a", "b"))
+        images = np.full((2, channels, 32, 32), 7, np.uint8)
+        return ClassImages(f"{dataset}/{split}", images, np.array([0, 1]), ("a", "b"))
 
-    fake = types.ModuleType("free_common.data.glyphs")
-    fake.load_glyphs = load_glyphs  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "free_common.data.glyphs", fake)
-    data = load_split("glyphs", "val", image_size=16, channels=3)
-    assert calls == ["val"] and data.images.shape == (2, 3, 16, 16)
+    fake = types.ModuleType(f"free_common.data.{dataset}")
+    setattr(fake, f"load_{dataset}", load)
+    monkeypatch.setitem(sys.modules, f"free_common.data.{dataset}", fake)
+    data = load_split(dataset, "val", image_size=16, channels=4 - channels)
+    assert calls == ["val"] and data.images.shape == (2, 4 - channels, 16, 16)
+    assert load_split(dataset, "test").images.shape == (2, channels, 32, 32)
     with pytest.raises(DatasetError, match="embedded"):
-        load_split("glyphs", "val", root="/tmp")
+        load_split(dataset, "val", root="/tmp")
 
 
 def test_errors(tmp_path) -> None:

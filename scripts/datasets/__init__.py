@@ -1,0 +1,1 @@
+"""Dataset renderers, run as ``python -m scripts.datasets.<name>``."""
