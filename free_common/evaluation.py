@@ -15,10 +15,21 @@ the source model's running statistics are ignored. Fine-tuning forwards the supp
 embeds support and query together in one batch of N*(K+Q) images, so both share one set
 of statistics (transductive, like the MAML query batch).
 
-Head: fine-tuning needs ``n_way`` outputs. When the initialisation's head has another
-output count (a client's classifier, say), it is replaced by a freshly initialised
-``n_way`` head (``reset_classifier``), seeded from ``seed`` so every call is identical;
-when the count already equals ``n_way`` (a meta-learner) the learned head is kept.
+Head (``head=``): fine-tuning needs ``n_way`` outputs, and where they start matters.
+
+- ``"learned"`` (the published protocol): a head with ``n_way`` outputs (a meta-learner's)
+  is kept; another output count (a client's classifier, or a 5-way meta-learner meeting a
+  20-way task) gets a freshly initialised ``n_way`` head (``reset_classifier``), seeded
+  from ``seed`` so every call is identical.
+- ``"zero"``: all head weights and biases start at zero (Kao et al., ICLR 2022), so no
+  class is favoured before the first step.
+- ``"proto"`` (ProtoMAML, Triantafillou et al., ICLR 2020): row c of the head starts at
+  ``2 p_c`` and its bias at ``-||p_c||^2``, with ``p_c`` the mean support feature of class
+  c; before any step the head is then the nearest-centroid classifier.
+
+A head with a fixed meaning for each output (a teacher's or a meta-learner's) names
+different classes in every task, so ``"zero"`` and ``"proto"`` remove label noise that
+``"learned"`` keeps.
 
 Reported figure: mean task accuracy and the 95% confidence half-width
 ``1.96 * std / sqrt(n_tasks)`` (population std, ``ddof=0``), as in the FREE/MAML code.
@@ -53,14 +64,18 @@ from free_common.models import Classifier, build_model
 from free_common.runtime import pick_device
 
 __all__ = [
+    "HEADS",
     "EvalMode",
     "EvalResult",
     "EvaluationError",
+    "FinetuneChoice",
+    "HeadInit",
     "LrSelection",
     "confidence_interval",
     "evaluate",
     "evaluation_copy",
     "select_best",
+    "select_finetune",
     "select_finetune_lr",
 ]
 
@@ -68,6 +83,8 @@ logger = logging.getLogger(__name__)
 
 EvalMode = Literal["finetune", "proto"]
 MODES: tuple[str, ...] = ("finetune", "proto")
+HeadInit = Literal["learned", "zero", "proto"]
+HEADS: tuple[str, ...] = ("learned", "zero", "proto")
 
 
 class EvaluationError(ValueError):
@@ -87,6 +104,8 @@ class EvalResult:
         k_shot: support images per class.
         q_query: query images per class.
         mode: ``"finetune"`` or ``"proto"``.
+        head: how the fine-tuning head started (``"learned"``, ``"zero"``, ``"proto"``;
+            ``"none"`` in proto mode).
         steps: fine-tuning SGD steps (0 in proto mode).
         lr: fine-tuning learning rate.
         seed: task-sampling seed.
@@ -105,6 +124,7 @@ class EvalResult:
     lr: float
     seed: int
     seconds: float
+    head: str = "learned"
 
     def format(self) -> str:
         """``"47.31 ± 0.85"``: mean and CI in percent."""
@@ -120,6 +140,7 @@ class EvalResult:
             "k_shot": self.k_shot,
             "q_query": self.q_query,
             "mode": self.mode,
+            "head": self.head,
             "steps": self.steps,
             "lr": self.lr,
             "seed": self.seed,
@@ -147,7 +168,9 @@ def evaluation_copy(
         need_head: replace a head whose output count differs from ``n_way``.
 
     Returns:
-        A new model in eval mode on the CPU; ``model`` is not modified.
+        A new model in eval mode on the CPU, its weights in channels-last layout (the
+        convolutions run several times faster on CPU; values are unchanged); ``model``
+        is not modified.
     """
     copy = build_model(model.spec, batch_stats=True)
     source = model.state_dict()
@@ -160,11 +183,53 @@ def evaluation_copy(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             copy.reset_classifier(n_way)
-    return copy.eval()
+    return copy.to(memory_format=torch.channels_last).eval()
 
 
-def _finetune_accuracy(model: Classifier, episode: Episode, *, steps: int, lr: float) -> float:
+def initial_head(
+    model: Classifier, support_images: Tensor, support_labels: Tensor, n_way: int, head: str
+) -> tuple[Tensor, Tensor]:
+    """The ``"zero"`` or ``"proto"`` head of an episode, before fine-tuning.
+
+    Args:
+        model: the (batch-statistics) model; its backbone embeds the support set.
+        support_images: (N*K, C, H, W) in [0, 1].
+        support_labels: (N*K,) int64 in 0..n_way-1.
+        n_way: classes of the episode.
+        head: ``"zero"`` or ``"proto"``.
+
+    Returns:
+        ``(weight, bias)`` of shapes (n_way, F) and (n_way,).
+    """
+    if head == "zero":
+        return (
+            torch.zeros(n_way, model.num_features, device=support_images.device),
+            torch.zeros(n_way, device=support_images.device),
+        )
+    with torch.no_grad():
+        features = model.forward_features(support_images)  # (N*K, F)
+        prototypes = _class_means(features, support_labels, n_way)  # (N, F)
+    return 2 * prototypes, -prototypes.pow(2).sum(dim=1)
+
+
+def _class_means(features: Tensor, labels: Tensor, n_way: int) -> Tensor:
+    """Mean feature of each class: features (B, F), labels (B,) -> (n_way, F)."""
+    sums = torch.zeros(n_way, features.shape[1], device=features.device, dtype=features.dtype)
+    sums.index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=n_way).clamp_min(1)
+    return sums / counts.unsqueeze(1).to(features.dtype)
+
+
+def _finetune_accuracy(
+    model: Classifier, episode: Episode, *, steps: int, lr: float, head: str
+) -> float:
     start = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    if head != "learned":
+        weight, bias = initial_head(
+            model, episode.support_images, episode.support_labels, episode.n_way, head
+        )
+        start["head.weight"] = weight.requires_grad_(True)
+        start["head.bias"] = bias.requires_grad_(True)
     fast = inner_adapt(
         model,
         start,
@@ -187,10 +252,7 @@ def _proto_accuracy(model: Classifier, episode: Episode, n_way: int) -> float:
         images = torch.cat([episode.support_images, episode.query_images])
         features = model.forward_features(images)  # (N*(K+Q), F)
         support, query = features[:n_support], features[n_support:]
-        prototypes = torch.zeros(n_way, support.shape[1], device=support.device)
-        prototypes.index_add_(0, episode.support_labels, support)
-        counts = torch.bincount(episode.support_labels, minlength=n_way).clamp_min(1)
-        prototypes /= counts.unsqueeze(1).to(prototypes.dtype)
+        prototypes = _class_means(support, episode.support_labels, n_way)
         distances = _squared_distances(query, prototypes)  # (N*Q, N)
         return float((distances.argmin(dim=1) == episode.query_labels).float().mean())
 
@@ -201,10 +263,19 @@ def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _check_settings(
-    data: ClassImages, n_way: int, k_shot: int, q_query: int, n_tasks: int, mode: str, steps: int
+    data: ClassImages,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    n_tasks: int,
+    mode: str,
+    steps: int,
+    head: str,
 ) -> None:
     if mode not in MODES:
         raise EvaluationError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    if head not in HEADS:
+        raise EvaluationError(f"unknown head {head!r}: expected one of {', '.join(HEADS)}")
     for name, value, low in (("n_way", n_way, 2), ("k_shot", k_shot, 1), ("q_query", q_query, 1)):
         if value < low:
             raise EvaluationError(f"{name} must be >= {low}, got {value}")
@@ -223,6 +294,7 @@ def evaluate(
     q_query: int = 15,
     n_tasks: int = 600,
     mode: EvalMode = "finetune",
+    head: HeadInit = "learned",
     steps: int = 10,
     lr: float = 0.01,
     seed: int = 0,
@@ -240,6 +312,8 @@ def evaluate(
         q_query: query images per class.
         n_tasks: number of tasks (600 for reported figures).
         mode: ``"finetune"`` (full fine-tuning, MAML protocol) or ``"proto"``.
+        head: where the fine-tuning head starts: ``"learned"``, ``"zero"`` or
+            ``"proto"`` (module docstring); ignored in proto mode.
         steps: SGD steps on the support set in finetune mode (10).
         lr: SGD learning rate in finetune mode (0.01).
         seed: task-sampling seed; the same seed gives the same tasks to every model.
@@ -249,7 +323,7 @@ def evaluate(
     Returns:
         The per-task accuracies and their mean and 95% CI.
     """
-    _check_settings(data, n_way, k_shot, q_query, n_tasks, mode, steps)
+    _check_settings(data, n_way, k_shot, q_query, n_tasks, mode, steps, head)
     spec = model.spec
     if data.image_shape != (spec.in_channels, spec.image_size, spec.image_size):
         raise EvaluationError(
@@ -269,16 +343,17 @@ def evaluate(
         leave=False,
     )
     for i, task in enumerate(bar):
-        episode = task.to(target)
+        episode = _channels_last(task.to(target))
         if mode == "finetune":
-            accuracies[i] = _finetune_accuracy(learner, episode, steps=steps, lr=lr)
+            accuracies[i] = _finetune_accuracy(learner, episode, steps=steps, lr=lr, head=head)
         else:
             accuracies[i] = _proto_accuracy(learner, episode, n_way)
     mean, ci95 = confidence_interval(accuracies)
     seconds = time.perf_counter() - started
     logger.info(
-        "%s %d-way %d-shot on %s: %.2f ± %.2f%% over %d tasks (%.1f s)",
+        "%s%s %d-way %d-shot on %s: %.2f ± %.2f%% over %d tasks (%.1f s)",
         mode,
+        f" ({head} head, lr {lr:g})" if mode == "finetune" else "",
         n_way,
         k_shot,
         data.name,
@@ -300,6 +375,19 @@ def evaluate(
         lr=lr,
         seed=seed,
         seconds=seconds,
+        head=head if mode == "finetune" else "none",
+    )
+
+
+def _channels_last(episode: Episode) -> Episode:
+    """The episode with its image tensors in channels-last layout (same values)."""
+    layout = torch.channels_last
+    return Episode(
+        episode.support_images.contiguous(memory_format=layout),
+        episode.support_labels,
+        episode.query_images.contiguous(memory_format=layout),
+        episode.query_labels,
+        episode.classes,
     )
 
 
@@ -396,22 +484,89 @@ def select_finetune_lr(
     Raises:
         EvaluationError: an empty grid, a repeated or non-positive rate.
     """
+    choice = select_finetune(
+        model,
+        val_data,
+        k_shot=k_shot,
+        lrs=lrs,
+        heads=("learned",),
+        n_tasks=n_tasks,
+        seed=seed,
+        n_way=n_way,
+        q_query=q_query,
+        steps=steps,
+        device=device,
+    )
+    return LrSelection(choice.lr, {lr: v for (_, lr), v in choice.val.items()}, choice.at_edge)
+
+
+@dataclass(frozen=True)
+class FinetuneChoice:
+    """The fine-tuning rate and head start chosen for one initialisation on meta-val.
+
+    Attributes:
+        lr: the chosen learning rate.
+        head: the chosen head start (``"learned"``, ``"zero"`` or ``"proto"``).
+        val: ``(head, lr)`` -> mean meta-val accuracy, in grid order (heads outer).
+        at_edge: the chosen rate is the grid's smallest or largest (the optimum may lie
+            outside the grid).
+    """
+
+    lr: float
+    head: str
+    val: dict[tuple[str, float], float]
+    at_edge: bool
+
+    def val_table(self) -> dict[str, dict[str, float]]:
+        """JSON-ready ``{head: {str(lr): accuracy}}``."""
+        table: dict[str, dict[str, float]] = {}
+        for (head, lr), accuracy in self.val.items():
+            table.setdefault(head, {})[str(lr)] = accuracy
+        return table
+
+
+def select_finetune(
+    model: Classifier,
+    val_data: ClassImages,
+    *,
+    k_shot: int,
+    lrs: tuple[float, ...],
+    heads: tuple[str, ...],
+    n_tasks: int,
+    seed: int,
+    n_way: int = 5,
+    q_query: int = 15,
+    steps: int = 10,
+    device: torch.device | str | None = None,
+) -> FinetuneChoice:
+    """Choose the fine-tuning rate and head start of ``model`` on meta-val tasks.
+
+    Every ``(head, lr)`` pair is tried on the same tasks (same ``seed``); the best mean
+    wins, ties going to the first in grid order (heads in the given order, then rates).
+    Choosing both per initialisation is the tuning every method gets, baselines included.
+
+    Raises:
+        EvaluationError: an empty or repeated grid, a non-positive rate, an unknown head.
+    """
     if not lrs or len(set(lrs)) != len(lrs) or min(lrs) <= 0:
         raise EvaluationError(f"need distinct positive learning rates, got {list(lrs)}")
-    val = {
-        lr: evaluate(
-            model,
-            val_data,
-            n_way=n_way,
-            k_shot=k_shot,
-            q_query=q_query,
-            n_tasks=n_tasks,
-            steps=steps,
-            lr=lr,
-            seed=seed,
-            device=device,
-        ).mean
-        for lr in lrs
-    }
-    best = max(lrs, key=lambda lr: val[lr])  # max keeps the first of equal values
-    return LrSelection(best, val, len(lrs) > 1 and best in (min(lrs), max(lrs)))
+    if not heads or len(set(heads)) != len(heads) or not set(heads) <= set(HEADS):
+        raise EvaluationError(f"need distinct heads among {', '.join(HEADS)}, got {list(heads)}")
+    val: dict[tuple[str, float], float] = {}
+    for head in heads:
+        for lr in lrs:
+            val[(head, lr)] = evaluate(
+                model,
+                val_data,
+                n_way=n_way,
+                k_shot=k_shot,
+                q_query=q_query,
+                n_tasks=n_tasks,
+                head=head,  # type: ignore[arg-type]
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                device=device,
+            ).mean
+    head, lr = max(val, key=lambda key: val[key])  # max keeps the first of equal values
+    return FinetuneChoice(lr, head, val, len(lrs) > 1 and lr in (min(lrs), max(lrs)))

@@ -10,7 +10,9 @@ from free_common.evaluation import (
     confidence_interval,
     evaluate,
     evaluation_copy,
+    initial_head,
     select_best,
+    select_finetune,
     select_finetune_lr,
 )
 from free_common.models import ModelSpec, build_model
@@ -151,3 +153,107 @@ def test_select_finetune_lr_breaks_ties_by_grid_order():
 def test_select_finetune_lr_refuses_a_bad_grid(lrs):
     with pytest.raises(EvaluationError, match="distinct positive learning rates"):
         select_finetune_lr(build_model(SPEC), blob_split(), k_shot=1, lrs=lrs, n_tasks=1, seed=0)
+
+
+def test_zero_head_favours_no_class_before_the_first_step():
+    # With a zero head every logit ties, so before any step each query goes to class 0:
+    # exactly 1/n_way of a balanced query set is right, whatever the backbone.
+    result = evaluate(
+        build_model(SPEC),
+        blob_split(),
+        n_way=4,
+        k_shot=1,
+        q_query=3,
+        n_tasks=5,
+        steps=0,
+        head="zero",
+    )
+    assert result.mean == pytest.approx(0.25) and result.head == "zero"
+
+
+def test_proto_head_is_the_nearest_centroid_classifier_of_the_support_set():
+    model = evaluation_copy(build_model(SPEC), n_way=3, seed=0)
+    support = torch.rand(6, 1, 16, 16)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    weight, bias = initial_head(model, support, labels, 3, "proto")
+    features = model.forward_features(support).detach()
+    prototypes = torch.stack([features[labels == c].mean(0) for c in range(3)])
+    queries = torch.randn(5, features.shape[1])
+    logits = queries @ weight.T + bias
+    # Logits differ from minus the squared distances only by ||q||^2, the same for every class.
+    distances = (queries.unsqueeze(1) - prototypes.unsqueeze(0)).pow(2).sum(2)
+    expected = queries.pow(2).sum(1, keepdim=True) - distances
+    assert torch.allclose(logits, expected, atol=1e-4), (logits, expected)
+
+
+def test_proto_head_needs_no_learned_head_and_separates_a_separable_problem():
+    # A 3-output model on 4-way tasks: no learned head fits, the prototype head does.
+    wide = ModelSpec("conv4", image_size=16, width=16, num_classes=3)
+    result = evaluate(
+        build_model(wide),
+        blob_split(),
+        n_way=4,
+        k_shot=2,
+        q_query=3,
+        n_tasks=8,
+        steps=0,
+        head="proto",
+    )
+    assert result.mean > 0.95
+
+
+def test_an_unknown_head_is_refused():
+    with pytest.raises(EvaluationError, match="unknown head"):
+        evaluate(
+            build_model(SPEC),
+            blob_split(),
+            n_way=2,
+            k_shot=1,
+            q_query=2,
+            n_tasks=1,
+            head="random",  # type: ignore[arg-type]
+        )
+
+
+def test_select_finetune_tries_every_head_and_rate_on_the_same_tasks():
+    model, data = build_model(SPEC), blob_split()
+    choice = select_finetune(
+        model,
+        data,
+        k_shot=1,
+        lrs=(0.01, 0.1),
+        heads=("zero", "proto"),
+        n_tasks=3,
+        seed=2,
+        n_way=2,
+        q_query=2,
+    )
+    assert list(choice.val) == [("zero", 0.01), ("zero", 0.1), ("proto", 0.01), ("proto", 0.1)]
+    direct = evaluate(
+        model, data, n_way=2, k_shot=1, q_query=2, n_tasks=3, seed=2, lr=0.1, head="proto"
+    )
+    assert choice.val[("proto", 0.1)] == direct.mean
+    assert choice.val[(choice.head, choice.lr)] == max(choice.val.values())
+    assert choice.val_table()["zero"] == {
+        "0.01": choice.val[("zero", 0.01)],
+        "0.1": choice.val[("zero", 0.1)],
+    }
+
+
+@pytest.mark.parametrize("heads", [(), ("zero", "zero"), ("random",)])
+def test_select_finetune_refuses_a_bad_head_grid(heads):
+    with pytest.raises(EvaluationError, match="distinct heads"):
+        select_finetune(
+            build_model(SPEC), blob_split(), k_shot=1, lrs=(0.1,), heads=heads, n_tasks=1, seed=0
+        )
+
+
+def test_channels_last_evaluation_gives_the_accuracies_of_the_plain_layout():
+    # The evaluation copy runs in channels-last layout for speed; its forward must agree
+    # with the plain layout to float tolerance.
+    model = build_model(SPEC)
+    plain = build_model(SPEC, batch_stats=True)
+    plain.load_state_dict(evaluation_copy(model, 3, seed=0).state_dict())
+    images = torch.rand(6, 1, 16, 16)
+    fast = evaluation_copy(model, 3, seed=0)
+    assert_close(fast(images.contiguous(memory_format=torch.channels_last)), plain.eval()(images))
