@@ -50,7 +50,8 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$HTTP_PORT" FLWR_LOCAL_CONTROL_API_PORT="$CTRL_PORT"
-GLYPHS="$(python -c 'from free_common.data.glyphs import NPZ_PATH; print(NPZ_PATH)')"
+# `flwr run` ships the app without the embedded .npz archives: pass their folder.
+ASSETS="$(python -c 'from free_common.data.sources import ASSETS_DIR; print(ASSETS_DIR)')"
 
 # Start the local SuperLink ourselves (what `flwr run` would start detached) to own its PID.
 setsid flower-superlink --insecure --simulation --isolation subprocess \
@@ -79,7 +80,7 @@ START=$(date +%s)
 # In the background + `wait`, so that INT/TERM reach the trap at once.
 flwr run . --stream \
   --federation-config "num-supernodes=$OWNERS client-resources-num-cpus=1" \
-  --run-config "data.glyphs-path=\"$GLYPHS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
+  --run-config "data.assets-dir=\"$ASSETS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
   "$@" &
 FLWR_PID=$!
 set +e
