@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from client.edge.files import UnreadableFileError, read_regular_file
+from free_common.files import UnreadableFileError, read_regular_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
