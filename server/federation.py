@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from free_common import signing
 from free_common.config import FreeConfig
-from free_common.data.base import ClassImages
+from free_common.data.base import ClassImages, DatasetError
 from free_common.data.sources import DataSource
 from free_common.models import Classifier, ModelSpec, build_model
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
@@ -43,6 +43,7 @@ __all__ = [
     "free_config_from_run_config",
     "DemoKeys",
     "key_registry_for",
+    "fit_evaluation",
     "load_evaluation_data",
     "run_federation",
 ]
@@ -466,6 +467,52 @@ def load_evaluation_data(
     return sets[0], sets[1]
 
 
+def fit_evaluation(config: FreeConfig, *sets: ClassImages | None) -> FreeConfig:
+    """``config`` with as many queries per class as every class of the evaluation sets holds.
+
+    An episode draws ``shots + q_query`` images of each of its classes, and a class with
+    fewer is never drawn. Glyph classes hold 20 images, enough for 5 shots and 15 queries.
+    Icon classes hold 10 to 13, and a folder may hold fewer. Rather than evaluate on the few
+    largest classes only, the query count drops to ``smallest class - largest shot``, with a
+    warning; the report states it.
+
+    Raises:
+        DatasetError: a set has fewer classes than ``eval.n_way``, or a class holds no more
+            images than the largest shot.
+    """
+    ev = config.eval
+    present = [d for d in sets if d is not None]
+    for data in present:
+        if data.num_classes < ev.n_way:
+            raise DatasetError(
+                f"{data.name}: {data.num_classes} classes; {ev.n_way}-way tasks need {ev.n_way}"
+            )
+    if not present:
+        return config
+    smallest, name = min(
+        (int(np.bincount(d.labels, minlength=d.num_classes).min()), d.name) for d in present
+    )
+    most = max(ev.shots)
+    if smallest <= most:
+        raise DatasetError(
+            f"{name}: a class holds {smallest} images; {most}-shot tasks need at least "
+            f"{most + 1} per class (the shots and one query)"
+        )
+    queries = min(ev.q_query, smallest - most)
+    if queries < ev.q_query:
+        logger.warning(
+            "evaluation with %d queries per class instead of %d: the smallest class of %s "
+            "holds %d images and %d-shot tasks take %d of them",
+            queries,
+            ev.q_query,
+            name,
+            smallest,
+            most,
+            most,
+        )
+    return dataclasses.replace(config, eval=dataclasses.replace(ev, q_query=queries))
+
+
 def adapted_inputs(pool: ModelPool, config: FreeConfig) -> list[str]:
     """One line per pooled model whose input FREE converts to the meta-learner's."""
     learner = config.meta_learner
@@ -531,6 +578,7 @@ def make_finisher(
                 "meta-test": settings.test_source,
                 "meta-learner input": f"{learner.channels}x{learner.image_size}x"
                 f"{learner.image_size}",
+                "queries per class": str(config.eval.q_query),
             },
             adapted=adapted_inputs(pool, config),
             nothing_evaluated="" if test_data is not None else NOTHING_EVALUATED,

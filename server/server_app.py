@@ -24,6 +24,7 @@ from free_common.submission import Submission
 from server.federation import (
     NOTHING_EVALUATED,
     FederationSettings,
+    fit_evaluation,
     key_registry_for,
     load_evaluation_data,
     make_finisher,
@@ -127,6 +128,7 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("FREE-Fed server: run directory %s", run_dir)
     # `flwr run` ships the app without the .npz assets: runs pass their folder (data.assets-dir).
     val_data, test_data = load_evaluation_data(settings, free_config)
+    free_config = fit_evaluation(free_config, val_data, test_data)
     max_bytes = int(settings.max_model_mb * 1024 * 1024)
 
     def collect(round_num: int) -> tuple[dict[str, int], list[Reply]]:

@@ -204,3 +204,42 @@ def test_evaluation_data_errors_are_clear(tmp_path: Path, problem: str) -> None:
         settings = replace(settings, val_source="glyphs", assets_dir="assets")
     with pytest.raises(DatasetError, match=message):
         load_evaluation_data(settings, FreeConfig.preset("test"))
+
+
+def _sized(name: str, counts: list[int]) -> ClassImages:
+    labels = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    images = np.zeros((len(labels), 1, 16, 16), dtype=np.uint8)
+    return ClassImages(name, images, labels, tuple(f"c{i}" for i in range(len(counts))))
+
+
+def test_queries_fit_the_smallest_class_so_every_class_can_be_drawn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Icon classes hold 10-13 images: 5 shots + 15 queries would leave out all but two."""
+    from server.federation import fit_evaluation
+
+    paper = FreeConfig.preset("cpu")
+    assert (paper.eval.shots, paper.eval.q_query) == ((1, 5), 15)
+    glyph_like = _sized("glyphs/val", [20] * 8)
+    assert fit_evaluation(paper, glyph_like, None) == paper
+    icon_like = _sized("icons/test", [10, 13, 12, 11, 10, 20])
+    fitted = fit_evaluation(paper, glyph_like, icon_like)
+    assert fitted.eval.q_query == 5 and replace(fitted, eval=paper.eval) == paper
+    assert "5 queries per class instead of 15: the smallest class of icons/test" in caplog.text
+    assert fit_evaluation(paper, None, None) == paper
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([20, 20, 5, 20, 20], "icons/val: a class holds 5 images; 5-shot tasks need at least 6"),
+        ([20, 20, 20, 20], "icons/val: 4 classes; 5-way tasks need 5"),
+    ],
+)
+def test_evaluation_sets_too_small_for_the_tasks_are_refused_at_start(
+    counts: list[int], message: str
+) -> None:
+    from server.federation import fit_evaluation
+
+    with pytest.raises(DatasetError, match=message):
+        fit_evaluation(FreeConfig.preset("cpu"), _sized("icons/val", counts))
