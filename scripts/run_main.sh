@@ -75,13 +75,26 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 
+# flwr merges several --run-config options table by table (a later data.* key drops every
+# data.* key of an earlier option), so ours and the user's go into one, the user's winning.
+USER_RUN_CONFIG=(); OTHER_ARGS=(); ARGS=("$@")
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+  case "${ARGS[i]}" in
+    --run-config) USER_RUN_CONFIG+=("${ARGS[i + 1]:-}"); i=$((i + 1)) ;;
+    --run-config=*) USER_RUN_CONFIG+=("${ARGS[i]#--run-config=}") ;;
+    *) OTHER_ARGS+=("${ARGS[i]}") ;;
+  esac
+done
+RUN_CONFIG="$(python -m scripts.merge_run_config \
+  "data.assets-dir=\"$ASSETS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
+  ${USER_RUN_CONFIG[@]+"${USER_RUN_CONFIG[@]}"})"
+
 echo "[run_main] flwr run: $OWNERS simulated data owners (mixed conv4/resnet10/resnet18)"
 START=$(date +%s)
 # In the background + `wait`, so that INT/TERM reach the trap at once.
 flwr run . --stream \
   --federation-config "num-supernodes=$OWNERS client-resources-num-cpus=1" \
-  --run-config "data.assets-dir=\"$ASSETS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
-  "$@" &
+  --run-config "$RUN_CONFIG" ${OTHER_ARGS[@]+"${OTHER_ARGS[@]}"} &
 FLWR_PID=$!
 set +e
 wait "$FLWR_PID"

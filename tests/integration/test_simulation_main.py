@@ -52,6 +52,7 @@ def test_run_main_small_federation(small_run: SmallRun) -> None:
     out = run_dir / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pool"]["models"] == 8
+    assert summary["settings"]["min_nodes"] == 4  # run_main's own key survives the user's fed.*
     assert [len(r["accepted"]) for r in summary["rounds"]] == [4, 4]
     assert "resumed from" in log
     assert [r["method"] for r in summary["rows"]] == ["FREE", "Random", "Average"]

@@ -103,3 +103,25 @@ def test_bad_data_sources_are_named(text: str, message: str) -> None:
         RunConfig({"data.val": text}).source("data.val")
     with pytest.raises(SettingsError, match=f"data.val = {text!r}"):
         FederationSettings.from_run_config({"data.val": text})
+
+
+def test_run_main_merges_its_run_config_with_the_users() -> None:
+    """flwr merges two --run-config options table by table: the user's data.* keys dropped
+    run_main's data.assets-dir (and FAST's fed.* keys its fed.min-nodes)."""
+    from flwr.common.config import parse_config_args
+
+    from scripts.merge_run_config import merge_run_configs
+
+    ours = 'data.assets-dir="/a b/assets" out.dir="/o" fed.min-nodes=20'
+    users = 'data.val="icons" fed.arch-mix="conv4" out.dir="/mine"'
+    two_options = parse_config_args([ours, users])
+    assert "data.assets-dir" not in two_options and "fed.min-nodes" not in two_options
+    one = parse_config_args([merge_run_configs(ours, users)])
+    assert one == {
+        "data.assets-dir": "/a b/assets",
+        "out.dir": "/mine",
+        "fed.min-nodes": 20,
+        "data.val": "icons",
+        "fed.arch-mix": "conv4",
+    }
+    assert merge_run_configs() == "" and merge_run_configs("", "seed=1 seed=2") == "seed=2"
