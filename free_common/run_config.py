@@ -173,11 +173,6 @@ class RunConfig:
         for name, value in given.items():
             self._values[name] = _checked(KEYS[name], value) if name in KEYS else value
 
-    def __getitem__(self, name: str) -> object:
-        if name not in self._values:
-            raise RunConfigError(f"unknown run-config key {name!r}")
-        return self._values[name]
-
     def get_int(self, name: str) -> int:
         """The value of the integer key ``name``."""
         return self._typed(name, int)
@@ -229,13 +224,15 @@ class RunConfig:
         channels, size = self._input(config)
         learner, inversion = config.meta_learner, config.inversion
         try:
-            return replace(
+            config = replace(
                 config,
                 meta_learner=replace(learner, channels=channels, image_size=size),
                 inversion=replace(inversion, channels=channels, image_size=size),
             )
         except ConfigError as err:
             raise RunConfigError(f"data.image-size = {size}: {err}") from err
+        _check_learner_builds(config)
+        return config
 
     def _input(self, config: FreeConfig) -> tuple[int, int]:
         """(channels, side) of the meta-learner's input (see :meth:`free_config`)."""
@@ -250,16 +247,29 @@ class RunConfig:
             channels = next((c for c in native if c is not None), config.meta_learner.channels)
         return channels, size or config.meta_learner.image_size
 
-    def to_dict(self) -> dict[str, object]:
-        """Every key with its value (defaults filled in)."""
-        return dict(self._values)
-
     def _typed(self, name: str, kind: type[_T]) -> _T:
         if name not in KEYS or type(KEYS[name].default) is not kind:
             raise RunConfigError(f"{name!r} is not a declared {kind.__name__} run-config key")
         value = self._values[name]
         assert isinstance(value, kind)
         return value
+
+
+def _check_learner_builds(config: FreeConfig) -> None:
+    """Build the meta-learner on the meta device (no memory) so a bad input fails at start."""
+    import torch
+
+    from free_common.free.meta_learner import build_meta_learner
+
+    learner = config.meta_learner
+    try:
+        with torch.device("meta"):
+            build_meta_learner(learner)
+    except ValueError as err:
+        raise RunConfigError(
+            f"a {learner.arch} meta-learner cannot take {learner.channels}x{learner.image_size}x"
+            f"{learner.image_size} input (data.channels, data.image-size): {err}"
+        ) from err
 
 
 DEFAULTS = RunConfig()

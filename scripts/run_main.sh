@@ -5,6 +5,9 @@
 # -> report + export.
 #
 # Usage: scripts/run_main.sh [extra `flwr run` options, e.g. --run-config "fed.num-rounds=2"]
+#   The icon benchmark instead of the glyphs:
+#   scripts/run_main.sh --run-config 'data.train="icons" data.val="icons" data.test="icons"'
+#   (keys and data sources: free_common/run_config.py, server/README.md)
 # Environment:
 #   FREEFED_OWNERS   simulated data owners (default 20)
 #   FREEFED_RUN_DIR  run directory (default runs/main-<UTC time>)

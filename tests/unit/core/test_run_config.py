@@ -85,6 +85,8 @@ def test_the_meta_learner_input_follows_the_data_or_the_keys() -> None:
         learner(**{"data.image-size": 30})
     with pytest.raises(RunConfigError, match="data.image-size must be 0"):
         learner(**{"data.image-size": -4})
+    with pytest.raises(RunConfigError, match="conv4 meta-learner cannot take 1x12x12 input"):
+        learner(**{"data.image-size": 12})  # a multiple of 4, but four 2x2 pools need 16
 
 
 @pytest.mark.parametrize(
