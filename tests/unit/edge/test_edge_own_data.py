@@ -177,3 +177,10 @@ def test_edge_and_server_decode_an_image_the_same_way(tmp_path: Path, channels: 
     from free_common.data.image_io import convert_channels
 
     assert np.array_equal(np.round(grey * 255).astype(np.uint8), convert_channels(rgb, 1))
+
+
+@pytest.mark.skipif(not datasets.DEFAULT_ICONS.exists(), reason="icons-v1 is not on this branch")
+def test_the_shipped_icon_archive_reads_on_the_edge() -> None:
+    data = datasets.load_npz_split(datasets.DEFAULT_ICONS, "test")
+    assert data.images.shape[1:] == (3, 32, 32) and len(data.labels) == len(data.images)
+    assert np.bincount(data.labels).min() >= 10

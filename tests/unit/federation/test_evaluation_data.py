@@ -12,6 +12,7 @@ from PIL import Image
 
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages, DatasetError
+from free_common.data.registry import DATASETS
 from free_common.models import ModelSpec
 from free_common.run_config import RunConfig
 from server.federation import (
@@ -243,3 +244,21 @@ def test_evaluation_sets_too_small_for_the_tasks_are_refused_at_start(
 
     with pytest.raises(DatasetError, match=message):
         fit_evaluation(FreeConfig.preset("cpu"), _sized("icons/val", counts))
+
+
+@pytest.mark.skipif("icons" not in DATASETS, reason="the icons-v1 benchmark is not on this branch")
+def test_icons_named_for_every_data_key_give_an_rgb_run() -> None:
+    """What `scripts/run_main.sh --run-config 'data.train="icons" ...'` sets up."""
+    from client.owner import prepare_owner
+    from free_common.data.sources import ASSETS_DIR
+    from server.federation import fit_evaluation
+
+    icons = dict.fromkeys(("data.train", "data.val", "data.test"), "icons")
+    rc = RunConfig({**icons, "data.assets-dir": str(ASSETS_DIR)})
+    config = rc.free_config()
+    assert (config.meta_learner.channels, config.meta_learner.image_size) == (3, 32)
+    val, test = load_evaluation_data(FederationSettings.from_run_config(rc), config)
+    assert val is not None and test is not None and test.images.shape[1:] == (3, 32, 32)
+    assert fit_evaluation(config, val, test).eval.q_query == 5
+    plan = prepare_owner({"partition-id": 0, "num-partitions": 20}, rc)
+    assert plan.spec.in_channels == 3 and plan.data.num_classes == 5
