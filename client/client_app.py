@@ -16,6 +16,7 @@ from flwr.clientapp import ClientApp
 
 from client.owner import TrainSettings, inject_fault, prepare_owner, train_and_submit
 from free_common.card import decode_card
+from free_common.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,10 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("client").setLevel(logging.INFO)
-    run_config = dict(context.run_config)
+    run_config = RunConfig(context.run_config)
     node_config = dict(context.node_config)
     pid = node_config.get("partition-id")
-    fault = run_config.get("fault.partitions", "")
-    inject_fault(pid if isinstance(pid, int) else None, fault if isinstance(fault, str) else "")
+    inject_fault(pid if isinstance(pid, int) else None, run_config.get_str("fault.partitions"))
     plan = prepare_owner(node_config, run_config)
     config = msg.content.config_records.get("config")
     round_num = config.get("round", 1) if config is not None else 1

@@ -17,12 +17,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.local_training import LocalTrainingResult, train_local_classifier
-from client.partitions import assign_owner, width_for
+from client.partitions import PartitionError, assign_owner, width_for
 from free_common import __version__, signing
 from free_common.card import OwnerMetrics, encode_card, make_card
 from free_common.data.base import ClassImages
-from free_common.data.glyphs import load_glyphs
 from free_common.models.spec import ModelSpec
+from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import (
     Submission,
     demo_private_key,
@@ -56,23 +56,31 @@ class FaultInjected(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Local training settings shared by every owner of a run (``local.*`` run config)."""
+    """Local training settings shared by every owner of a run (``local.*`` run config).
 
-    epochs: int = 30
-    lr: float = 0.01
-    batch_size: int = 64
-    holdout: float = 0.2
-    seed: int = 0
+    Defaults are those of :data:`free_common.run_config.KEYS`.
+    """
+
+    epochs: int = DEFAULTS.get_int("local.epochs")
+    lr: float = DEFAULTS.get_float("local.lr")
+    batch_size: int = DEFAULTS.get_int("local.batch-size")
+    holdout: float = DEFAULTS.get_float("local.holdout")
+    seed: int = DEFAULTS.get_int("seed")
 
     @classmethod
-    def from_run_config(cls, rc: Config) -> TrainSettings:
-        """Read ``local.{epochs,lr,batch-size,holdout}`` and ``seed``."""
+    def from_run_config(cls, rc: Config | RunConfig) -> TrainSettings:
+        """Read ``local.{epochs,lr,batch-size,holdout}`` and ``seed``.
+
+        Raises:
+            OwnerError: a value of the wrong type.
+        """
+        c = _run_config(rc)
         return cls(
-            epochs=_int(rc, "local.epochs", cls.epochs),
-            lr=_float(rc, "local.lr", cls.lr),
-            batch_size=_int(rc, "local.batch-size", cls.batch_size),
-            holdout=_float(rc, "local.holdout", cls.holdout),
-            seed=_int(rc, "seed", cls.seed),
+            epochs=c.get_int("local.epochs"),
+            lr=c.get_float("local.lr"),
+            batch_size=c.get_int("local.batch-size"),
+            holdout=c.get_float("local.holdout"),
+            seed=c.get_int("seed"),
         )
 
 
@@ -89,73 +97,101 @@ class OwnerPlan:
     seed_offset: int = 0
 
 
-def _int(rc: Config, key: str, default: int) -> int:
-    value = rc.get(key, default)
+def _run_config(rc: Config | RunConfig) -> RunConfig:
+    """The checked run config (defaults filled in); OwnerError on a bad value."""
+    try:
+        return rc if isinstance(rc, RunConfig) else RunConfig(rc)
+    except RunConfigError as err:
+        raise OwnerError(str(err)) from err
+
+
+def _int(node_config: Config, key: str, default: int) -> int:
+    value = node_config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OwnerError(f"run config {key} must be an integer, got {value!r}")
+        raise OwnerError(f"node config {key} must be an integer, got {value!r}")
     return value
 
 
-def _float(rc: Config, key: str, default: float) -> float:
-    value = rc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise OwnerError(f"run config {key} must be a number, got {value!r}")
-    return float(value)
-
-
-def _str(rc: Config, key: str, default: str = "") -> str:
-    value = rc.get(key, default)
+def _str(node_config: Config, key: str, default: str = "") -> str:
+    value = node_config.get(key, default)
     if not isinstance(value, str):
-        raise OwnerError(f"config {key} must be a string, got {value!r}")
+        raise OwnerError(f"node config {key} must be a string, got {value!r}")
     return value
 
 
-def prepare_owner(node_config: Config, run_config: Config) -> OwnerPlan:
+def prepare_owner(node_config: Config, run_config: Config | RunConfig) -> OwnerPlan:
     """Decide which private data this node holds and which model it trains.
 
-    Simulation (``partition-id`` in the node config): the owner's classes of the glyph
-    meta-train split, assigned by :func:`client.partitions.assign_owner`; the signing key
-    is node config ``signing-key`` if set, else derived from ``fed.demo-key-secret``
-    (simulation only) when that is set.
+    Simulation (``partition-id`` in the node config): the owner's classes of the
+    ``data.train`` source, assigned by :func:`client.partitions.assign_owner` and loaded at
+    the meta-learner's input; the signing key is node config ``signing-key`` if set, else
+    derived from ``fed.demo-key-secret`` (simulation only) when that is set.
 
     Deployment: node config ``data-path`` (an ImageFolder, or a dataset root with
-    ``dataset=<name>`` and ``split``), ``owner-id``, ``arch`` (default conv4), and
-    ``signing-key`` (path to the owner's Ed25519 PEM key; unsigned without it).
+    ``dataset=<name>`` and ``split``), ``owner-id``, ``arch`` (default conv4), optional
+    ``image-size`` and ``channels``, and ``signing-key`` (path to the owner's Ed25519 PEM
+    key; unsigned without it).
+
+    Raises:
+        OwnerError: a bad node or run config value.
+        DatasetError: the owner's data cannot be read.
     """
-    seed = _int(run_config, "seed", 0)
-    width = _int(run_config, "model.width", 32)
-    resnet_width = _int(run_config, "model.resnet-width", 16)
+    rc = _run_config(run_config)
+    width, resnet_width = rc.get_int("model.width"), rc.get_int("model.resnet-width")
     if "partition-id" in node_config:
-        pid = _int(node_config, "partition-id", 0)
-        num = _int(node_config, "num-partitions", 1)
-        # `flwr run` ships the app without the .npz asset: runs pass its absolute path.
-        train = load_glyphs("train", _str(run_config, "data.glyphs-path"))
+        return _simulated_owner(node_config, rc)
+    return _deployment_owner(node_config, width, resnet_width)
+
+
+def _simulated_owner(node_config: Config, rc: RunConfig) -> OwnerPlan:
+    """A simulated owner: its share of the ``data.train`` classes."""
+    pid = _int(node_config, "partition-id", 0)
+    num = _int(node_config, "num-partitions", 1)
+    try:
+        source = rc.source("data.train")
+        learner = rc.free_config().meta_learner
+    except RunConfigError as err:
+        raise OwnerError(str(err)) from err
+    if source.is_none:
+        raise OwnerError("data.train = none: simulated owners need a data source to partition")
+    # `flwr run` ships the app without the .npz assets: runs pass their folder.
+    train = source.load(
+        "train",
+        image_size=learner.image_size,
+        channels=learner.channels,
+        assets_dir=rc.get_str("data.assets-dir"),
+    )
+    assert train is not None
+    try:
         plan = assign_owner(
             pid,
             num,
             num_classes=train.num_classes,
-            seed=seed,
-            arch_mix=_str(run_config, "fed.arch-mix", "conv4"),
-            classes_per_owner=_int(run_config, "fed.classes-per-owner", 5),
-            width=width,
-            resnet_width=resnet_width,
+            seed=rc.get_int("seed"),
+            arch_mix=rc.get_str("fed.arch-mix"),
+            classes_per_owner=rc.get_int("fed.classes-per-owner"),
+            overlap=rc.get_int("fed.class-overlap"),
+            width=rc.get_int("model.width"),
+            resnet_width=rc.get_int("model.resnet-width"),
             in_channels=train.image_shape[0],
             image_size=train.image_shape[1],
         )
-        data = train.subset(plan.classes)
-        key = _node_key(node_config)
-        secret = _str(run_config, "fed.demo-key-secret")
-        if key is None and secret:
-            key = demo_private_key(secret, plan.owner_id)
-        logger.info(
-            "%s: simulated owner, %s, %d images of %d classes",
-            plan.owner_id,
-            plan.spec.arch,
-            len(data.labels),
-            data.num_classes,
-        )
-        return OwnerPlan(plan.owner_id, data, plan.spec, key, seed_offset=pid)
-    return _deployment_owner(node_config, width, resnet_width)
+    except PartitionError as err:
+        raise OwnerError(f"{source}: {err}") from err
+    data = train.subset(plan.classes)
+    key = _node_key(node_config)
+    secret = rc.get_str("fed.demo-key-secret")
+    if key is None and secret:
+        key = demo_private_key(secret, plan.owner_id)
+    logger.info(
+        "%s: simulated owner, %s, %d images of %d classes of %s",
+        plan.owner_id,
+        plan.spec.arch,
+        len(data.labels),
+        data.num_classes,
+        source,
+    )
+    return OwnerPlan(plan.owner_id, data, plan.spec, key, seed_offset=pid)
 
 
 def _node_key(node_config: Config) -> Ed25519PrivateKey | None:

@@ -1,9 +1,12 @@
 """Deterministic assignment of classes and architectures to simulated data owners.
 
-In simulation every owner gets ``classes_per_owner`` meta-train classes (disjoint while the
-split has enough classes, then reusing them in a fresh order) and one architecture from the
-run's mix. Everything derives from ``(partition_id, num_partitions, seed)``, so the server,
-each owner and any re-run agree without talking to each other.
+In simulation every owner gets ``classes_per_owner`` classes of the source's training
+classes and one architecture from the run's mix. Owners take consecutive windows of a seeded
+permutation of the classes; each window starts ``classes_per_owner - overlap`` classes after
+the previous one, so neighbours share ``overlap`` classes (0: disjoint). When the windows
+run out, a fresh permutation is drawn and the classes are reused. Everything derives from
+``(partition_id, num_partitions, seed)``, so the server, each owner and any re-run agree
+without talking to each other.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def assign_owner(
     seed: int,
     arch_mix: str = "conv4:2,resnet10:1,resnet18:1",
     classes_per_owner: int = 5,
+    overlap: int = 0,
     width: int = 32,
     resnet_width: int = 16,
     in_channels: int = 1,
@@ -109,6 +113,7 @@ def assign_owner(
         seed: run seed; the same seed gives the same assignment everywhere.
         arch_mix: architecture weights (see :func:`parse_arch_mix`).
         classes_per_owner: the N of each owner's N-way classifier.
+        overlap: classes an owner shares with the next one (0 <= overlap < N).
         width: filters per block of a Conv4 owner.
         resnet_width: base width of a ResNet-10/18 owner (16: affordable to invert on a
             CPU server; see the README's model cost table).
@@ -119,12 +124,19 @@ def assign_owner(
         raise PartitionError(f"partition id {partition_id} outside 0..{num_partitions - 1}")
     if not 2 <= classes_per_owner <= num_classes:
         raise PartitionError(
-            f"{classes_per_owner} classes per owner from a split of {num_classes} classes"
+            f"{classes_per_owner} classes per owner from a source of {num_classes} classes "
+            "(fed.classes-per-owner must be at least 2 and at most the class count)"
         )
-    per_pass = num_classes // classes_per_owner
+    if not 0 <= overlap < classes_per_owner:
+        raise PartitionError(
+            f"class overlap {overlap} must be in 0..{classes_per_owner - 1} "
+            f"(below the {classes_per_owner} classes per owner)"
+        )
+    stride = classes_per_owner - overlap
+    per_pass = (num_classes - classes_per_owner) // stride + 1
     pass_index, slot = divmod(partition_id, per_pass)
     order = np.random.default_rng([seed, pass_index, 0x0F7EE]).permutation(num_classes)
-    chosen = order[slot * classes_per_owner : (slot + 1) * classes_per_owner]
+    chosen = order[slot * stride : slot * stride + classes_per_owner]
     cycle = _arch_cycle(parse_arch_mix(arch_mix))
     arch = cycle[partition_id % len(cycle)]
     spec = ModelSpec(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "DEFAULT_PRESET",
     "PRESETS",
     "ConfigError",
     "EvalConfig",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 PRESETS: tuple[str, ...] = ("paper", "cpu", "test")
+DEFAULT_PRESET = "cpu"
 
 
 class ConfigError(ValueError):
@@ -386,7 +388,7 @@ class FreeConfig:
         Raises:
             ConfigError: unknown ``free.`` key, wrong type or out-of-range value.
         """
-        preset = run_config.get("free.preset", run_config.get("preset", "cpu"))
+        preset = run_config.get("free.preset", run_config.get("preset", DEFAULT_PRESET))
         if not isinstance(preset, str):
             raise ConfigError(f"preset must be a string, got {preset!r}")
         base = cls.preset(preset)

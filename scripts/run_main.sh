@@ -5,6 +5,9 @@
 # -> report + export.
 #
 # Usage: scripts/run_main.sh [extra `flwr run` options, e.g. --run-config "fed.num-rounds=2"]
+#   The icon benchmark instead of the glyphs:
+#   scripts/run_main.sh --run-config 'data.train="icons" data.val="icons" data.test="icons"'
+#   (keys and data sources: free_common/run_config.py, server/README.md)
 # Environment:
 #   FREEFED_OWNERS   simulated data owners (default 20)
 #   FREEFED_RUN_DIR  run directory (default runs/main-<UTC time>)
@@ -50,7 +53,8 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$HTTP_PORT" FLWR_LOCAL_CONTROL_API_PORT="$CTRL_PORT"
-GLYPHS="$(python -c 'from free_common.data.glyphs import NPZ_PATH; print(NPZ_PATH)')"
+# `flwr run` ships the app without the embedded .npz archives: pass their folder.
+ASSETS="$(python -c 'from free_common.data.sources import ASSETS_DIR; print(ASSETS_DIR)')"
 
 # Start the local SuperLink ourselves (what `flwr run` would start detached) to own its PID.
 setsid flower-superlink --insecure --simulation --isolation subprocess \
@@ -74,13 +78,26 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 
+# flwr merges several --run-config options table by table (a later data.* key drops every
+# data.* key of an earlier option), so ours and the user's go into one, the user's winning.
+USER_RUN_CONFIG=(); OTHER_ARGS=(); ARGS=("$@")
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+  case "${ARGS[i]}" in
+    --run-config) USER_RUN_CONFIG+=("${ARGS[i + 1]:-}"); i=$((i + 1)) ;;
+    --run-config=*) USER_RUN_CONFIG+=("${ARGS[i]#--run-config=}") ;;
+    *) OTHER_ARGS+=("${ARGS[i]}") ;;
+  esac
+done
+RUN_CONFIG="$(python -m scripts.merge_run_config \
+  "data.assets-dir=\"$ASSETS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
+  ${USER_RUN_CONFIG[@]+"${USER_RUN_CONFIG[@]}"})"
+
 echo "[run_main] flwr run: $OWNERS simulated data owners (mixed conv4/resnet10/resnet18)"
 START=$(date +%s)
 # In the background + `wait`, so that INT/TERM reach the trap at once.
 flwr run . --stream \
   --federation-config "num-supernodes=$OWNERS client-resources-num-cpus=1" \
-  --run-config "data.glyphs-path=\"$GLYPHS\" out.dir=\"$OUT\" fed.min-nodes=$OWNERS" \
-  "$@" &
+  --run-config "$RUN_CONFIG" ${OTHER_ARGS[@]+"${OTHER_ARGS[@]}"} &
 FLWR_PID=$!
 set +e
 wait "$FLWR_PID"

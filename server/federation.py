@@ -25,8 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from free_common import signing
 from free_common.config import FreeConfig
-from free_common.data.base import ClassImages
+from free_common.data.base import ClassImages, DatasetError
+from free_common.data.sources import DataSource
 from free_common.models import Classifier, ModelSpec, build_model
+from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import demo_private_key
 from server.pool import ModelPool
 from server.report import AccuracyRow, ReportData, format_table, meta_val_curve, write_report
@@ -34,12 +36,15 @@ from server.round import Reply, RoundOutcome, check_min_replies, process_round
 from server.validation import KeyRegistry, Limits, Validator
 
 __all__ = [
+    "NOTHING_EVALUATED",
     "Collector",
     "FederationSettings",
     "SettingsError",
     "free_config_from_run_config",
     "DemoKeys",
     "key_registry_for",
+    "fit_evaluation",
+    "load_evaluation_data",
     "run_federation",
 ]
 
@@ -52,23 +57,15 @@ Finisher = Callable[[ModelPool, Any, list[RoundOutcome]], dict[str, Any]]
 
 
 class SettingsError(ValueError):
-    """A federation run-config value is missing or of the wrong type."""
-
-
-def _get(rc: Mapping[str, object], key: str, kind: type, default: object) -> Any:
-    value = rc.get(key, default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, bool) and kind is not bool:
-        raise SettingsError(f"run config {key} must be {kind.__name__}, got {value!r}")
-    if not isinstance(value, kind):
-        raise SettingsError(f"run config {key} must be {kind.__name__}, got {value!r}")
-    return value
+    """A federation run-config value is missing, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
 class FederationSettings:
     """The ``fed.*``, ``data.*``, ``out.*`` and ``export.*`` run-config keys.
+
+    Defaults are those of :data:`free_common.run_config.KEYS` (the same as
+    ``pyproject.toml``'s).
 
     Attributes:
         num_rounds: collection rounds; FREE continues from its checkpoint after each.
@@ -79,59 +76,83 @@ class FederationSettings:
         key_registry: JSON key registry file ("" = no registry).
         demo_key_secret: simulation-only shared secret from which owner keys derive.
         max_model_mb: size limit of one submission.
+        max_input_scale: a model whose input side differs from the meta-learner's by more
+            than this factor is rejected (reason ``input``); closer ones are adapted.
         out_dir: run directory ("" = ``./runs/run-<run id>``).
-        glyphs_path: absolute path of the glyph archive ("" = the package asset).
+        assets_dir: absolute folder of the embedded benchmarks' archives ("" = the package's).
+        val_source: the meta-val source (``data.val``; :mod:`free_common.data.sources`).
+        test_source: the meta-test source (``data.test``).
         export: write the ONNX export at the end.
         export_signing_key: the server's Ed25519 PEM key ("" = a fresh key next to the export).
         export_model_version: version written into the export manifests (edges refuse rollbacks).
         seed: run seed.
     """
 
-    num_rounds: int = 1
-    min_nodes: int = 2
-    min_replies: int = 2
-    round_timeout_s: float = 900.0
-    node_wait_s: float = 300.0
-    key_registry: str = ""
-    demo_key_secret: str = ""
-    max_model_mb: float = 64.0
-    out_dir: str = ""
-    glyphs_path: str = ""
-    export: bool = True
-    export_signing_key: str = ""
-    export_model_version: int = 1
-    seed: int = 0
+    num_rounds: int = DEFAULTS.get_int("fed.num-rounds")
+    min_nodes: int = DEFAULTS.get_int("fed.min-nodes")
+    min_replies: int = DEFAULTS.get_int("fed.min-replies")
+    round_timeout_s: float = DEFAULTS.get_float("fed.round-timeout-s")
+    node_wait_s: float = DEFAULTS.get_float("fed.node-wait-s")
+    key_registry: str = DEFAULTS.get_str("fed.key-registry")
+    demo_key_secret: str = DEFAULTS.get_str("fed.demo-key-secret")
+    max_model_mb: float = DEFAULTS.get_float("fed.max-model-mb")
+    max_input_scale: float = DEFAULTS.get_float("fed.max-input-scale")
+    out_dir: str = DEFAULTS.get_str("out.dir")
+    assets_dir: str = DEFAULTS.get_str("data.assets-dir")
+    val_source: str = DEFAULTS.get_str("data.val")
+    test_source: str = DEFAULTS.get_str("data.test")
+    export: bool = DEFAULTS.get_bool("export.enabled")
+    export_signing_key: str = DEFAULTS.get_str("export.signing-key")
+    export_model_version: int = DEFAULTS.get_int("export.model-version")
+    seed: int = DEFAULTS.get_int("seed")
+
+    def __post_init__(self) -> None:
+        """Check ranges."""
+        if self.num_rounds < 1 or self.min_nodes < 1 or self.min_replies < 1:
+            raise SettingsError("fed.num-rounds, fed.min-nodes and fed.min-replies must be >= 1")
+        if self.round_timeout_s <= 0 or self.node_wait_s < 0 or self.max_model_mb <= 0:
+            raise SettingsError("fed timeouts and fed.max-model-mb must be positive")
+        if self.max_input_scale < 1:
+            raise SettingsError(f"fed.max-input-scale must be >= 1, got {self.max_input_scale}")
 
     @classmethod
-    def from_run_config(cls, rc: Mapping[str, object]) -> FederationSettings:
-        """Read the federation keys of a flat Flower run config."""
-        s = cls(
-            num_rounds=_get(rc, "fed.num-rounds", int, cls.num_rounds),
-            min_nodes=_get(rc, "fed.min-nodes", int, cls.min_nodes),
-            min_replies=_get(rc, "fed.min-replies", int, cls.min_replies),
-            round_timeout_s=_get(rc, "fed.round-timeout-s", float, cls.round_timeout_s),
-            node_wait_s=_get(rc, "fed.node-wait-s", float, cls.node_wait_s),
-            key_registry=_get(rc, "fed.key-registry", str, cls.key_registry),
-            demo_key_secret=_get(rc, "fed.demo-key-secret", str, cls.demo_key_secret),
-            max_model_mb=_get(rc, "fed.max-model-mb", float, cls.max_model_mb),
-            out_dir=_get(rc, "out.dir", str, cls.out_dir),
-            glyphs_path=_get(rc, "data.glyphs-path", str, cls.glyphs_path),
-            export=_get(rc, "export.enabled", bool, cls.export),
-            export_signing_key=_get(rc, "export.signing-key", str, cls.export_signing_key),
-            export_model_version=_get(rc, "export.model-version", int, cls.export_model_version),
-            seed=_get(rc, "seed", int, cls.seed),
-        )
-        if s.num_rounds < 1 or s.min_nodes < 1 or s.min_replies < 1:
-            raise SettingsError("fed.num-rounds, fed.min-nodes and fed.min-replies must be >= 1")
-        if s.round_timeout_s <= 0 or s.node_wait_s < 0 or s.max_model_mb <= 0:
-            raise SettingsError("fed timeouts and fed.max-model-mb must be positive")
-        return s
+    def from_run_config(cls, rc: Mapping[str, object] | RunConfig) -> FederationSettings:
+        """Read the federation keys of a flat Flower run config.
+
+        Raises:
+            SettingsError: a value of the wrong type or out of range.
+        """
+        try:
+            c = rc if isinstance(rc, RunConfig) else RunConfig(rc)
+            return cls(
+                num_rounds=c.get_int("fed.num-rounds"),
+                min_nodes=c.get_int("fed.min-nodes"),
+                min_replies=c.get_int("fed.min-replies"),
+                round_timeout_s=c.get_float("fed.round-timeout-s"),
+                node_wait_s=c.get_float("fed.node-wait-s"),
+                key_registry=c.get_str("fed.key-registry"),
+                demo_key_secret=c.get_str("fed.demo-key-secret"),
+                max_model_mb=c.get_float("fed.max-model-mb"),
+                max_input_scale=c.get_float("fed.max-input-scale"),
+                out_dir=c.get_str("out.dir"),
+                assets_dir=c.get_str("data.assets-dir"),
+                val_source=str(c.source("data.val")),
+                test_source=str(c.source("data.test")),
+                export=c.get_bool("export.enabled"),
+                export_signing_key=c.get_str("export.signing-key"),
+                export_model_version=c.get_int("export.model-version"),
+                seed=c.get_int("seed"),
+            )
+        except RunConfigError as err:
+            raise SettingsError(str(err)) from err
 
 
-def free_config_from_run_config(rc: Mapping[str, object]) -> FreeConfig:
-    """FREE settings: ``preset`` plus every ``free.*`` key that is not -1 or "" (= preset)."""
-    chosen = {k: v for k, v in rc.items() if not (k.startswith("free.") and v in (-1, ""))}
-    return FreeConfig.from_run_config(chosen)
+def free_config_from_run_config(rc: Mapping[str, object] | RunConfig) -> FreeConfig:
+    """FREE settings: ``preset``, every ``free.*`` key that is not -1 or "", and the input.
+
+    See :meth:`free_common.run_config.RunConfig.free_config`.
+    """
+    return (rc if isinstance(rc, RunConfig) else RunConfig(rc)).free_config()
 
 
 class DemoKeys(KeyRegistry):
@@ -176,7 +197,7 @@ def run_federation(
     collect: Collector,
     *,
     run_dir: Path,
-    val_data: ClassImages,
+    val_data: ClassImages | None,
     test_data: ClassImages | None,
     keys: KeyRegistry | None,
     finish: Finisher | None = None,
@@ -189,8 +210,8 @@ def run_federation(
         free_config: FREE configuration.
         collect: asks every node for a round's submissions.
         run_dir: the run directory (pool, FREE checkpoints, report).
-        val_data: meta-val split.
-        test_data: meta-test split, or None.
+        val_data: meta-val split, or None: FREE is then skipped (nothing to select with).
+        test_data: meta-test split, or None: nothing is evaluated.
         keys: registered owner keys, or None (no signature check).
         finish: called with the pool, the last FREE result and the round outcomes.
         progress: show FREE progress bars.
@@ -205,7 +226,9 @@ def run_federation(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     pool = ModelPool(run_dir / "pool")
-    limits = Limits(max_model_bytes=int(settings.max_model_mb * 1024 * 1024))
+    limits = Limits(max_model_bytes=int(settings.max_model_mb * 1024 * 1024)).around_input(
+        free_config.meta_learner.image_size, settings.max_input_scale
+    )
     validator = Validator(limits, keys, seen=pool.has_digest)
     collected = int(pool.get_meta("collected-round", "0") or 0)
     trained = int(pool.get_meta("trained-round", "0") or 0)
@@ -231,7 +254,14 @@ def run_federation(
                 logger.info("%s in %.1f s", outcome.summary(), time.perf_counter() - start)
                 check_min_replies(outcome, settings.min_replies, len(pool))
                 pool.set_meta("collected-round", str(r))
-            if r > trained or r == settings.num_rounds:
+            if val_data is None:
+                logger.warning(
+                    "round %d: FREE skipped: no meta-val data (data.val = none) to select a "
+                    "meta-learner with; the pool holds %d models",
+                    r,
+                    len(pool),
+                )
+            elif r > trained or r == settings.num_rounds:
                 target = _iterations_for_round(free_config, r, settings.num_rounds)
                 logger.info(
                     "round %d: FREE meta-training over %d pooled models up to iteration %d",
@@ -305,12 +335,16 @@ def average_of_pool(pool: ModelPool, spec: ModelSpec) -> tuple[Classifier | None
 def evaluate_methods(
     result: Any, pool: ModelPool, config: FreeConfig, test_data: ClassImages
 ) -> list[AccuracyRow]:
-    """Meta-test FREE (from its result) against Random init and Average, on the same tasks."""
+    """Meta-test FREE (from its result, None when skipped) against Random init and Average."""
     from free_common.evaluation import evaluate
 
     ev = config.eval
     spec = meta_learner_spec(config)
-    rows = [AccuracyRow("FREE", {int(k): (v["mean"], v["ci95"]) for k, v in result.test.items()})]
+    if result is None:
+        rows = [AccuracyRow("FREE", {}, "not trained: no meta-val data")]
+    else:
+        test = {int(k): (v["mean"], v["ci95"]) for k, v in result.test.items()}
+        rows = [AccuracyRow("FREE", test)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         from free_common.free.meta_learner import build_meta_learner
@@ -392,56 +426,170 @@ def export_meta_learner(
     return paths
 
 
+NOTHING_EVALUATED = "nothing was evaluated: no meta-test data (data.test = none)"
+
+
+def load_evaluation_data(
+    settings: FederationSettings, config: FreeConfig
+) -> tuple[ClassImages | None, ClassImages | None]:
+    """The meta-val and meta-test sets named by ``data.val`` / ``data.test``, or None each.
+
+    Both are loaded at the meta-learner's input (``config.meta_learner`` channels and side).
+
+    Raises:
+        DatasetError: a missing path, an empty class folder, an unreadable image, ...
+    """
+    learner = config.meta_learner
+    sets = []
+    for text, split in ((settings.val_source, "val"), (settings.test_source, "test")):
+        source = DataSource.parse(text, key=f"data.{split}")
+        data = source.load(
+            split,
+            image_size=learner.image_size,
+            channels=learner.channels,
+            assets_dir=settings.assets_dir,
+        )
+        if data is not None:
+            logger.info(
+                "meta-%s: %s, %d classes, %d images at %dx%dx%d",
+                split,
+                source,
+                data.num_classes,
+                len(data.labels),
+                *data.image_shape,
+            )
+        sets.append(data)
+    if settings.val_source == settings.test_source and settings.val_source.startswith("folder:"):
+        logger.warning(
+            "data.val and data.test name the same folder: the meta-test accuracy is measured "
+            "on the classes that selected the meta-learner, so it is optimistic"
+        )
+    return sets[0], sets[1]
+
+
+def fit_evaluation(config: FreeConfig, *sets: ClassImages | None) -> FreeConfig:
+    """``config`` with as many queries per class as every class of the evaluation sets holds.
+
+    An episode draws ``shots + q_query`` images of each of its classes, and a class with
+    fewer is never drawn. Glyph classes hold 20 images, enough for 5 shots and 15 queries.
+    Icon classes hold 10 to 13, and a folder may hold fewer. Rather than evaluate on the few
+    largest classes only, the query count drops to ``smallest class - largest shot``, with a
+    warning; the report states it.
+
+    Raises:
+        DatasetError: a set has fewer classes than ``eval.n_way``, or a class holds no more
+            images than the largest shot.
+    """
+    ev = config.eval
+    present = [d for d in sets if d is not None]
+    for data in present:
+        if data.num_classes < ev.n_way:
+            raise DatasetError(
+                f"{data.name}: {data.num_classes} classes; {ev.n_way}-way tasks need {ev.n_way}"
+            )
+    if not present:
+        return config
+    smallest, name = min(
+        (int(np.bincount(d.labels, minlength=d.num_classes).min()), d.name) for d in present
+    )
+    most = max(ev.shots)
+    if smallest <= most:
+        raise DatasetError(
+            f"{name}: a class holds {smallest} images; {most}-shot tasks need at least "
+            f"{most + 1} per class (the shots and one query)"
+        )
+    queries = min(ev.q_query, smallest - most)
+    if queries < ev.q_query:
+        logger.warning(
+            "evaluation with %d queries per class instead of %d: the smallest class of %s "
+            "holds %d images and %d-shot tasks take %d of them",
+            queries,
+            ev.q_query,
+            name,
+            smallest,
+            most,
+            most,
+        )
+    return dataclasses.replace(config, eval=dataclasses.replace(ev, q_query=queries))
+
+
+def adapted_inputs(pool: ModelPool, config: FreeConfig) -> list[str]:
+    """One line per pooled model whose input FREE converts to the meta-learner's."""
+    learner = config.meta_learner
+    want = (learner.channels, learner.image_size)
+    return [
+        f"{e.teacher_id} ({e.owner_id}): {e.spec.in_channels}x{e.spec.image_size}x"
+        f"{e.spec.image_size} -> {want[0]}x{want[1]}x{want[1]}"
+        for e in pool.entries()
+        if (e.spec.in_channels, e.spec.image_size) != want
+    ]
+
+
 def make_finisher(
     run_dir: Path,
     settings: FederationSettings,
     config: FreeConfig,
-    test_data: ClassImages,
+    test_data: ClassImages | None,
     started: float,
 ) -> Finisher:
-    """The end of a run: evaluate FREE / Random / Average, write the report and the export."""
+    """The end of a run: evaluate FREE / Random / Average, write the report and the export.
+
+    Without meta-test data nothing is evaluated (the report says so); without a trained
+    meta-learner (no meta-val data) nothing is exported.
+    """
 
     def finish(pool: ModelPool, result: Any, outcomes: list[RoundOutcome]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        rows = evaluate_methods(result, pool, config, test_data)
-        artefacts = (
-            export_meta_learner(
+        rows = [] if test_data is None else evaluate_methods(result, pool, config, test_data)
+        if test_data is None:
+            logger.warning(NOTHING_EVALUATED)
+        artefacts: dict[str, str] = {}
+        if settings.export and result is None:
+            logger.warning("export skipped: FREE did not train (no meta-val data)")
+        elif settings.export:
+            artefacts = export_meta_learner(
                 result,
                 run_dir / "export",
                 signing_key=settings.export_signing_key,
                 model_version=settings.export_model_version,
             )
-            if settings.export
-            else {}
-        )
         recovered = getattr(result, "recovered_images", None)
+        learner = config.meta_learner
         data = ReportData(
             title="FREE-Fed run report",
             rows=rows,
             n_way=config.eval.n_way,
             n_tasks=config.eval.test_tasks,
-            curve=meta_val_curve(result.history),
+            curve=[] if result is None else meta_val_curve(result.history),
             pool=pool.summary(),
             rounds=[json.loads(line) for line in _read_lines(run_dir / "rounds.jsonl")],
             rejections=[dataclasses.asdict(x) for x in pool.rejections()],
             failures=[dataclasses.asdict(x) for x in pool.failures()],
-            excluded=dict(result.excluded),
+            excluded={} if result is None else dict(result.excluded),
             timings={
                 "baseline evaluation": time.perf_counter() - t0,
-                "FREE inversion": float(result.inversion_seconds),
+                "FREE inversion": 0.0 if result is None else float(result.inversion_seconds),
                 "total": time.time() - started,
             },
             artefacts=artefacts,
             recovered=None if recovered is None else np.asarray(recovered),
+            data={
+                "meta-val": settings.val_source,
+                "meta-test": settings.test_source,
+                "meta-learner input": f"{learner.channels}x{learner.image_size}x"
+                f"{learner.image_size}",
+                "queries per class": str(config.eval.q_query),
+            },
+            adapted=adapted_inputs(pool, config),
+            nothing_evaluated="" if test_data is not None else NOTHING_EVALUATED,
         )
         paths = write_report(data, run_dir / "report")
-        table = format_table(rows, config.eval.n_way)
         return {
-            "table": table,
+            "table": format_table(rows, config.eval.n_way) if rows else NOTHING_EVALUATED,
             "rows": [dataclasses.asdict(r) for r in rows],
             "report": {k: str(v) for k, v in paths.items()},
             "export": artefacts,
-            "best_iteration": result.best_iteration,
+            "best_iteration": None if result is None else result.best_iteration,
         }
 
     return finish

@@ -23,7 +23,9 @@ from pathlib import Path
 import grpc  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError
 
+from free_common.files import UnreadableFileError, read_regular_file
 from free_common.proto.v1 import export_pb2, hub_pb2, hub_pb2_grpc
+from free_common.signing import SIGNATURE_BYTES
 
 __all__ = ["CHUNK_BYTES", "ExportStore", "HubServicer", "StoredExport", "main", "serve"]
 
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE = "model.onnx", "manifest.binpb", "manifest.sig"
+# The largest files an edge accepts (client/edge/verify.py); the hub reads no more.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_MANIFEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,10 @@ class StoredExport:
 class ExportStore:
     """Index of the bundles below an export directory (rescanned on :meth:`refresh`).
 
-    Bundles whose files are missing, whose manifest does not parse or whose ONNX file does
-    not match the manifest's size and hash are skipped with a warning.
+    Bundles whose files are missing, are not regular files (a named pipe, ``/dev/zero``) or
+    exceed the edge's size limits, whose manifest does not parse or whose ONNX file does not
+    match the manifest's size and hash are skipped with a warning. Every file is read with a
+    bounded regular-file read (:func:`free_common.files.read_regular_file`).
     """
 
     def __init__(self, export_dir: str | Path) -> None:
@@ -83,11 +90,11 @@ class ExportStore:
     @staticmethod
     def _load(directory: Path) -> StoredExport | None:
         try:
-            manifest_bytes = (directory / MANIFEST_FILE).read_bytes()
-            signature = (directory / SIGNATURE_FILE).read_bytes()
+            manifest_bytes = read_regular_file(directory / MANIFEST_FILE, MAX_MANIFEST_BYTES)
+            signature = read_regular_file(directory / SIGNATURE_FILE, SIGNATURE_BYTES)
             manifest = export_pb2.ExportManifest.FromString(manifest_bytes)
-            model = (directory / MODEL_FILE).read_bytes()
-        except (OSError, DecodeError) as err:
+            model = read_regular_file(directory / MODEL_FILE, MAX_MODEL_BYTES)
+        except (UnreadableFileError, DecodeError) as err:
             logger.warning("skipping bundle %s: %s", directory, err)
             return None
         if len(model) != manifest.onnx_size or hashlib.sha256(model).hexdigest() != (
@@ -139,7 +146,11 @@ class HubServicer(hub_pb2_grpc.ModelHubServicer):  # type: ignore[misc]
     def StreamModel(
         self, request: hub_pb2.StreamModelRequest, context: grpc.ServicerContext
     ) -> Iterator[hub_pb2.ModelChunk]:
-        """The ONNX bytes of the export named by SHA-256, in 64 KiB chunks."""
+        """The ONNX bytes of the export named by SHA-256, in 64 KiB chunks.
+
+        The file is read again (bounded, regular files only) and served only if it still
+        hashes to the manifest's SHA-256.
+        """
         stored = self.store.by_sha256(request.onnx_sha256)
         if stored is None:
             context.abort(
@@ -147,11 +158,21 @@ class HubServicer(hub_pb2_grpc.ModelHubServicer):  # type: ignore[misc]
             )
             return
         total = stored.manifest.onnx_size
-        with open(stored.model_path, "rb") as fh:
-            offset = 0
-            while chunk := fh.read(CHUNK_BYTES):
-                yield hub_pb2.ModelChunk(offset=offset, data=chunk, total_size=total)
-                offset += len(chunk)
+        try:  # the file may have been replaced since it was indexed: read it as warily
+            data = read_regular_file(stored.model_path, total)
+        except UnreadableFileError as err:
+            data, detail = b"", str(err)
+        else:
+            detail = "its bytes no longer match the manifest"
+        if hashlib.sha256(data).hexdigest() != stored.manifest.onnx_sha256:
+            logger.warning("not serving %s: %s", stored.model_path, detail)
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"model changed since it was indexed: {detail}"
+            )
+            return
+        for offset in range(0, total, CHUNK_BYTES):
+            chunk = data[offset : offset + CHUNK_BYTES]
+            yield hub_pb2.ModelChunk(offset=offset, data=chunk, total_size=total)
 
 
 def serve(

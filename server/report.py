@@ -50,6 +50,9 @@ class ReportData:
     timings: dict[str, float] = field(default_factory=dict)
     artefacts: dict[str, str] = field(default_factory=dict)
     recovered: npt.NDArray[np.floating[Any]] | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    adapted: list[str] = field(default_factory=list)
+    nothing_evaluated: str = ""
 
 
 def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
@@ -155,7 +158,10 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
         "json": out_dir / "report.json",
         "accuracy_plot": out_dir / "accuracy.png",
     }
-    _plot_accuracy(data, paths["accuracy_plot"])
+    if data.rows:
+        _plot_accuracy(data, paths["accuracy_plot"])
+    else:
+        del paths["accuracy_plot"]
     if data.curve:
         paths["meta_val_plot"] = out_dir / "meta_val.png"
         _plot_curve(data.curve, paths["meta_val_plot"])
@@ -175,16 +181,23 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
 
 
 def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
-    lines = [
-        f"# {data.title}",
-        "",
-        f"Meta-test accuracy, {data.n_way}-way, mean ± 95% CI over {data.n_tasks} tasks:",
-        "",
-        format_table(data.rows, data.n_way),
-        "",
-        f"![accuracy]({paths['accuracy_plot'].name})",
-        "",
-    ]
+    lines = [f"# {data.title}", ""]
+    if data.nothing_evaluated:
+        lines += [f"**{data.nothing_evaluated[0].upper()}{data.nothing_evaluated[1:]}.**", ""]
+    else:
+        lines += [
+            f"Meta-test accuracy, {data.n_way}-way, mean ± 95% CI over {data.n_tasks} tasks:",
+            "",
+            format_table(data.rows, data.n_way),
+            "",
+            f"![accuracy]({paths['accuracy_plot'].name})",
+            "",
+        ]
+    if data.data:
+        lines += ["## Data", ""] + [f"- {k}: `{v}`" for k, v in data.data.items()] + [""]
+    if data.adapted:
+        lines += ["## Inputs adapted to the meta-learner's", ""]
+        lines += [f"- {line}" for line in data.adapted] + [""]
     if "meta_val_plot" in paths:
         lines += ["## Meta-validation", "", f"![meta-val]({paths['meta_val_plot'].name})", ""]
     if "recovered_plot" in paths:

@@ -19,12 +19,14 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from free_common.data.glyphs import load_glyphs
+from free_common.run_config import RunConfig
 from free_common.submission import Submission
 from server.federation import (
+    NOTHING_EVALUATED,
     FederationSettings,
-    free_config_from_run_config,
+    fit_evaluation,
     key_registry_for,
+    load_evaluation_data,
     make_finisher,
     run_federation,
 )
@@ -112,21 +114,21 @@ def main(grid: Grid, context: Context) -> None:
     """Rounds of collection, FREE over the pool, evaluation, report and export."""
     _configure_logging()
     started = time.time()
-    rc = dict(context.run_config)
-    threads = rc.get("server.threads", 0)
-    if isinstance(threads, int) and threads > 0:
+    rc = RunConfig(context.run_config)
+    threads = rc.get_int("server.threads")
+    if threads > 0:
         # 0 (default) keeps torch's choice, one thread per core: FREE and the meta-test run
         # after the owners have replied, so they have the host to themselves. On 2 cores
         # this made the main job 1.7x faster than 1 thread (README, Federation / Measured).
         # Set 1 when the server shares its host with busy clients.
         torch.set_num_threads(threads)
     settings = FederationSettings.from_run_config(rc)
-    free_config = free_config_from_run_config(rc)
+    free_config = rc.free_config()
     run_dir = Path(settings.out_dir or Path.cwd() / "runs" / f"run-{context.run_id}").resolve()
     logger.info("FREE-Fed server: run directory %s", run_dir)
-    # `flwr run` ships the app without the .npz asset: runs pass its absolute path.
-    val_data = load_glyphs("val", settings.glyphs_path)
-    test_data = load_glyphs("test", settings.glyphs_path)
+    # `flwr run` ships the app without the .npz assets: runs pass their folder (data.assets-dir).
+    val_data, test_data = load_evaluation_data(settings, free_config)
+    free_config = fit_evaluation(free_config, val_data, test_data)
     max_bytes = int(settings.max_model_mb * 1024 * 1024)
 
     def collect(round_num: int) -> tuple[dict[str, int], list[Reply]]:
@@ -159,7 +161,7 @@ def main(grid: Grid, context: Context) -> None:
     lines = [
         "",
         "FREE-Fed results (meta-test):",
-        str(summary.get("table", "")),
+        str(summary.get("table", NOTHING_EVALUATED)),
         "",
         *(f"{k}: {v}" for k, v in dict(summary.get("report", {})).items()),
         *(f"export {k}: {v}" for k, v in dict(summary.get("export", {})).items()),

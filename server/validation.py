@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -69,6 +70,19 @@ class Limits:
     max_tensors: int = 1024
     max_abs_weight: float = 1e4
     max_running_var: float = 1e6
+    input_channels: tuple[int, ...] = (1, 3)
+    min_input_side: int = 1
+    max_input_side: int = 1 << 16
+
+    def around_input(self, side: int, scale: float) -> Limits:
+        """These limits, accepting a model's input side within ``scale`` times ``side`` either way.
+
+        Args:
+            side: the meta-learner's input side.
+            scale: the largest accepted ratio between the two sides (>= 1).
+        """
+        low = max(1, math.ceil(side / scale - 1e-9))
+        return replace(self, min_input_side=low, max_input_side=math.floor(side * scale + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -273,6 +287,7 @@ class Validator:
         except CardError as err:
             reason = "architecture" if "architecture" in str(err) else "card"
             raise Rejected(reason, str(err)) from err
+        self._check_input(spec)
         self._check_layout(tensors, spec)
         self._check_values(tensors)
         self._check_card_matches(card, tensors)
@@ -310,6 +325,22 @@ class Validator:
         total = sum(a.nbytes for a in submission.tensors.values())
         if total > lim.max_model_bytes:
             raise Rejected("size", f"weights are {total} bytes, limit {lim.max_model_bytes}")
+
+    def _check_input(self, spec: ModelSpec) -> None:
+        """Refuse inputs the server cannot adapt: other channel counts, far-off sides."""
+        lim = self.limits
+        if spec.in_channels not in lim.input_channels:
+            raise Rejected(
+                "input",
+                f"{spec.in_channels}-channel input; accepted: "
+                f"{' or '.join(map(str, lim.input_channels))} channels",
+            )
+        if not lim.min_input_side <= spec.image_size <= lim.max_input_side:
+            raise Rejected(
+                "input",
+                f"input side {spec.image_size} outside {lim.min_input_side}..{lim.max_input_side} "
+                "(fed.max-input-scale times the meta-learner's side, either way)",
+            )
 
     def _check_layout(self, tensors: Mapping[str, np.ndarray], spec: ModelSpec) -> None:
         expected = expected_layout(spec)

@@ -1,10 +1,11 @@
 """Command line of the edge runtime: ``python -m client.edge <command> ...``.
 
 Commands: ``verify`` a bundle, ``classify`` query images after adapting on a folder of
-support images, ``evaluate`` on meta-test episodes, ``pull`` from the hub, ``versions`` on
-the hub. Every command verifies the signed manifest before loading the model, and ``verify``
-runs every check loading does (it loads the model), so it never accepts a bundle that
-``classify`` or ``evaluate`` would refuse.
+support images, ``evaluate`` on episodes of a benchmark's meta-test split or of a folder of
+class folders, ``pull`` from the hub, ``versions`` on the hub. Every command verifies the
+signed manifest before loading the model, and ``verify`` runs every check loading does (it
+loads the model), so it never accepts a bundle that ``classify`` or ``evaluate`` would
+refuse.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from client.edge.datasets import (
     DEFAULT_FASHION_ROOT,
     DEFAULT_GLYPHS,
+    DEFAULT_ICONS,
     DataError,
+    LabelledImages,
     accuracy_ci95,
     load_fashion_idx,
-    load_glyph_split,
+    load_image_folder,
+    load_npz_split,
     sample_episodes,
 )
 from client.edge.hub_client import HubClient, HubError, ModelCache, pull
@@ -38,6 +42,7 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("client.edge")
 
 MAX_CA_BYTES = 1024 * 1024
+DATASETS = ("glyphs", "icons", "fashion-mnist", "folder")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy over meta-test episodes")
     _add_model_args(evaluate)
-    evaluate.add_argument("--dataset", choices=("glyphs", "fashion-mnist"), default="glyphs")
-    evaluate.add_argument("--data", type=Path, help="glyph .npz or Fashion-MNIST IDX folder")
+    evaluate.add_argument("--dataset", choices=DATASETS, default="glyphs")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        help="glyphs/icons: the .npz (default: the package's); fashion-mnist: its IDX folder; "
+        "folder: a folder of class folders (required)",
+    )
     evaluate.add_argument("--ways", type=int, default=5)
     evaluate.add_argument("--shots", type=int, default=5)
     evaluate.add_argument("--queries", type=int, default=15, help="queries per class")
@@ -127,13 +137,22 @@ def _cmd_classify(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
     return 0
 
 
+def _evaluation_data(args: argparse.Namespace, channels: int, size: int) -> LabelledImages:
+    """The images ``evaluate`` samples episodes from (meta-test split of the benchmarks)."""
+    if args.dataset == "folder":
+        if args.data is None:
+            raise DataError("--dataset folder needs --data DIR (a folder of class folders)")
+        return load_image_folder(args.data, channels, size)
+    if args.dataset == "fashion-mnist":
+        return load_fashion_idx(args.data or DEFAULT_FASHION_ROOT)
+    default = DEFAULT_GLYPHS if args.dataset == "glyphs" else DEFAULT_ICONS
+    return load_npz_split(args.data or default, "test")
+
+
 def _cmd_evaluate(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
     model = _load_model(args, key)
     channels, size, _ = model.image_shape
-    if args.dataset == "glyphs":
-        data = load_glyph_split(args.data or DEFAULT_GLYPHS, "test")
-    else:
-        data = load_fashion_idx(args.data or DEFAULT_FASHION_ROOT)
+    data = _evaluation_data(args, channels, size)
     accs, start = [], time.perf_counter()
     for ep in sample_episodes(
         data,

@@ -22,7 +22,6 @@ from types import TracebackType
 import grpc  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from client.edge.files import MissingFileError, UnreadableFileError, read_regular_file
 from client.edge.runtime import EdgeModel, open_session
 from client.edge.verify import (
     MANIFEST_FILE,
@@ -35,6 +34,7 @@ from client.edge.verify import (
     verify_bundle,
     verify_manifest,
 )
+from free_common.files import MissingFileError, UnreadableFileError, read_regular_file
 from free_common.proto.v1 import hub_pb2, hub_pb2_grpc
 
 __all__ = [

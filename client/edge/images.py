@@ -14,12 +14,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from client.edge.files import UnreadableFileError, read_regular_file
+from free_common.files import UnreadableFileError, read_regular_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageReadError",
     "SupportSet",
+    "decode_image",
     "list_images",
     "load_image",
     "load_support_folder",
@@ -48,8 +49,11 @@ class SupportSet:
     class_names: tuple[str, ...]
 
 
-def load_image(path: str | Path, channels: int, size: int) -> npt.NDArray[np.float32]:
-    """Decode ``path``, convert to grey (1) or RGB (3), resize to size x size: (C, H, W).
+def decode_image(path: str | Path, channels: int, size: int) -> npt.NDArray[np.uint8]:
+    """Decode ``path``, convert to grey (1) or RGB (3), resize to size x size: uint8 (C, H, W).
+
+    Transparent pixels are composited on white first and grey is ITU-R 601 luma, the same
+    conversion as the server's loaders (``free_common.data.image_io``).
 
     Only a regular file of at most ``MAX_IMAGE_BYTES`` is read (a named pipe or device
     called ``x.png`` is refused, never waited on).
@@ -60,13 +64,28 @@ def load_image(path: str | Path, channels: int, size: int) -> npt.NDArray[np.flo
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     try:
         with Image.open(io.BytesIO(data)) as raw:
-            img = raw.convert("L" if channels == 1 else "RGB")
+            img = _on_white(raw).convert("L" if channels == 1 else "RGB")
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(img, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as err:
+        pixels = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1).copy()
+    return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """Composite transparent pixels on white, as the server's loaders do."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode not in ("RGBA", "LA", "PA"):
+        return img
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+
+
+def load_image(path: str | Path, channels: int, size: int) -> npt.NDArray[np.float32]:
+    """:func:`decode_image` as float32 (C, H, W) in [0, 1]."""
+    return decode_image(path, channels, size).astype(np.float32) / 255.0
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -3,7 +3,7 @@
 Order of checks: signature over the manifest bytes as shipped (never re-serialised), then
 the manifest itself (schema, key id, anti-rollback), then the size and SHA-256 of the ONNX
 bytes. Only bytes that passed every check reach ONNX Runtime. Files are read with
-:func:`client.edge.files.read_regular_file` (regular files only, bounded), and every failure,
+:func:`free_common.files.read_regular_file` (regular files only, bounded), and every failure,
 a missing or hostile file included, raises :class:`VerificationError`.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
-from client.edge.files import MissingFileError, UnreadableFileError, read_regular_file
 from free_common import signing
+from free_common.files import MissingFileError, UnreadableFileError, read_regular_file
 from free_common.proto.v1 import export_pb2
 
 __all__ = [

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from client.partitions import owner_id_for
-    from free_common.data.glyphs import NPZ_PATH
+    from free_common.data.sources import ASSETS_DIR
 
     dep = LocalDeployment(args.work_dir)
     n = args.supernodes
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 f'partition-id={i} num-partitions={n} signing-key="{keys[owner_id_for(i)]}"',
             )
         run_config = (
-            f'data.glyphs-path="{NPZ_PATH}" out.dir="{dep.work_dir / "out"}" '
+            f'data.assets-dir="{ASSETS_DIR}" out.dir="{dep.work_dir / "out"}" '
             f'fed.min-nodes={n} fed.key-registry="{registry}" fed.demo-key-secret="" '
             f"{args.run_config}"
         )

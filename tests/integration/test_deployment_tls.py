@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from client.partitions import owner_id_for
-from free_common.data.glyphs import NPZ_PATH
+from free_common.data.sources import ASSETS_DIR
 from free_common.tls import make_supernode_keypair
 from scripts.deploy.local_deployment import LocalDeployment, owner_keys
 
@@ -42,7 +42,7 @@ def test_tls_auth_deployment_runs_the_app(tmp_path: Path) -> None:
         )
         out = tmp_path / "out"
         run_config = (
-            f'{FAST} data.glyphs-path="{NPZ_PATH}" out.dir="{out}" fed.min-nodes=3 '
+            f'{FAST} data.assets-dir="{ASSETS_DIR}" out.dir="{out}" fed.min-nodes=3 '
             f'fed.min-replies=3 fed.key-registry="{registry}" fed.demo-key-secret=""'
         )
         result = dep.run_app(run_config, timeout=480)

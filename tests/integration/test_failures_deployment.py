@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from free_common.data.glyphs import NPZ_PATH
+from free_common.data.sources import ASSETS_DIR
 from scripts.deploy.local_deployment import LocalDeployment
 
 from .federation_support import FAST, wait_until
@@ -27,7 +27,7 @@ def test_killed_supernode_is_reported(tmp_path: Path) -> None:
         for i in range(3):
             dep.start_supernode(i, f"partition-id={i} num-partitions=3")
         run = dep.start_app(
-            f'{FAST} data.glyphs-path="{NPZ_PATH}" out.dir="{out}" fed.min-nodes=3 '
+            f'{FAST} data.assets-dir="{ASSETS_DIR}" out.dir="{out}" fed.min-nodes=3 '
             'fed.min-replies=2 fault.partitions="2=sleep:300" fed.round-timeout-s=200'
         )
         # partition 2 is now "training" (sleeping): kill its SuperNode mid-round

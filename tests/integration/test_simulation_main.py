@@ -1,24 +1,50 @@
-"""The main job's path end to end: scripts/run_main.sh -> flwr run (simulation) -> report."""
+"""The main job's path end to end: scripts/run_main.sh -> flwr run (simulation) -> report.
+
+The small federation runs once per module (:func:`small_run`); the README's edge commands
+then run, as written, on its output.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import shutil
+import socket
 import sqlite3
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from .federation_support import FAST, processes_mentioning, run_main
+from .federation_support import FAST, REPO, processes_mentioning, run_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
-def test_run_main_small_federation(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+@dataclass(frozen=True)
+class SmallRun:
+    """A finished ``scripts/run_main.sh`` run with 4 owners and 2 rounds."""
+
+    run_dir: Path
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
+    run_dir = tmp_path_factory.mktemp("small") / "main-20250101T000000Z"
     # two rounds: the second adds new models and FREE continues from its checkpoint
     result = run_main(run_dir, owners=4, run_config=FAST + " fed.num-rounds=2", timeout=560)
+    return SmallRun(run_dir, result)
+
+
+def test_run_main_small_federation(small_run: SmallRun) -> None:
+    run_dir, result = small_run.run_dir, small_run.result
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert "FREE-Fed results (meta-test)" in log
@@ -26,6 +52,7 @@ def test_run_main_small_federation(tmp_path: Path) -> None:
     out = run_dir / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pool"]["models"] == 8
+    assert summary["settings"]["min_nodes"] == 4  # run_main's own key survives the user's fed.*
     assert [len(r["accepted"]) for r in summary["rounds"]] == [4, 4]
     assert "resumed from" in log
     assert [r["method"] for r in summary["rows"]] == ["FREE", "Random", "Average"]
@@ -43,6 +70,85 @@ def test_run_main_small_federation(tmp_path: Path) -> None:
     assert "" not in signed  # every model was signature-checked (demo keys)
     assert "stopping the local SuperLink" in log
     assert not processes_mentioning(str(run_dir / "flwr-home"))
+
+
+EDGE_MARKER = "<!-- edge-commands:"
+
+
+def readme_edge_commands() -> str:
+    """The bash block after the edge-commands marker, in whichever README page holds it."""
+    for page in [REPO / "README.md", *sorted(REPO.glob("*/**/README.md"))]:
+        text = page.read_text()
+        if EDGE_MARKER in text:
+            block = text.split(EDGE_MARKER, 1)[1].split("```bash\n", 1)[1]
+            return block.split("```", 1)[0]
+    raise AssertionError(f"no README page holds {EDGE_MARKER!r}")
+
+
+def _checkout(root: Path, run: Path) -> Path:
+    """A repository root made of links to this one, whose runs/ holds only a copy of ``run``."""
+    root.mkdir(parents=True)
+    for name in (
+        "client",
+        "free_common",
+        "server",
+        "scripts",
+        "pyproject.toml",
+        "requirements.lock",
+    ):
+        (root / name).symlink_to(REPO / name)
+    shutil.copytree(run / "out", root / "runs" / run.name / "out", symlinks=True)
+    glyphs = np.load(REPO / "free_common/data/assets/glyphs-v1.npz")["test"]
+    for c in range(3):  # the README's my_support/<class>/*.png and queries/
+        (root / "my_support" / f"letter-{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(glyphs[c, i]).save(root / "my_support" / f"letter-{c}" / f"{i}.png")
+    (root / "queries").mkdir()
+    for c in range(3):
+        Image.fromarray(glyphs[c, 5]).save(root / "queries" / f"q{c}.png")
+    return root
+
+
+def _isolated(script: str) -> list[str]:
+    """Run ``script`` in a private network namespace (the hub's fixed port is then free)."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode == 0:
+        return ["unshare", "-n", "bash", "-c", "ip link set lo up; " + script]
+    with socket.socket() as s:  # no namespaces here: a free port instead of 50061
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        "bash",
+        "-c",
+        script.replace(":50061", f":{port}").replace("port 50061", f"port {port}"),
+    ]
+
+
+def test_readme_edge_commands_run_as_written_on_the_main_jobs_output(
+    small_run: SmallRun, tmp_path: Path
+) -> None:
+    assert small_run.result.returncode == 0, (small_run.result.stdout + small_run.result.stderr)[
+        -3000:
+    ]
+    root = _checkout(tmp_path / "repo", small_run.run_dir)
+    commands = readme_edge_commands()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # the README's ~/.cache/free-edge goes to a fresh home; the venv stays where it is
+    env["FREEFED_CACHE"] = env.get("FREEFED_CACHE", str(Path.home() / ".cache" / "free-fed"))
+    env["HOME"] = str(tmp_path / "home")
+    script = f"set -euo pipefail\ncd {shlex.quote(str(root))}\n{commands}"
+    result = subprocess.run(_isolated(script), env=env, capture_output=True, text=True, timeout=400)
+    out, log = result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    export = root / "runs" / small_run.run_dir.name / "out" / "export"
+    assert {"free-conv4-proto-v2", "free-conv4-protomaml-v2"} <= {p.name for p in export.iterdir()}
+    assert re.search(r"^OK free-conv4/protomaml v1 ", out, re.M)
+    labels = re.findall(r"queries/q(\d)\.png\tletter-(\d)\t", out)
+    assert len(labels) == 6  # classify from the bundle, then from the pulled cache
+    assert re.search(r"^glyphs 5-way 5-shot, 200 episodes: accuracy \d", out, re.M)
+    assert re.search(r"^downloaded: free-conv4/protomaml v2 ", out, re.M)
+    assert re.search(r"^free-conv4\tprotomaml\tv2\t", out, re.M)  # versions
+    assert (tmp_path / "home" / ".cache" / "free-edge").is_dir()
 
 
 def test_same_seed_gives_the_same_meta_learner(tmp_path: Path) -> None:

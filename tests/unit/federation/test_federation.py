@@ -1,6 +1,5 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from server.federation import (
     run_federation,
 )
 from server.round import NotEnoughReplies, Reply
+from tests.app_config import pyproject_run_config
 
 from .helpers import SECRET, make_submission, tiny_spec
 
@@ -119,18 +119,10 @@ def test_settings_from_run_config() -> None:
     assert cfg.iterations == 7
 
 
-def _app_config() -> dict[str, object]:
-    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
-    config: dict[str, object] = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"][
-        "config"
-    ]
-    return config
-
-
 def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overridden() -> None:
     """`flwr run --run-config` only takes keys the app declares: the SGD alignment option
     (README, alignment study) is declared, and its placeholders leave the preset alone."""
-    rc = _app_config()
+    rc = pyproject_run_config()
     assert free_config_from_run_config(rc) == FreeConfig.preset("cpu")
     rc.update(
         {

@@ -1,4 +1,7 @@
-"""Read a file the edge runtime was pointed at: a regular file, and never more than a limit.
+"""Read a file one was pointed at: a regular file, and never more than a limit.
+
+The edge runtime reads bundles, keys, certificates and images through it; the hub reads the
+bundles it serves through it.
 
 ``Path.read_bytes`` trusts the path: a symlink to ``/dev/zero`` or ``/dev/urandom`` reads
 until memory runs out (``stat`` reports size 0 for device files), and a named pipe blocks
