@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "CrossDistillConfig",
     "DEFAULT_PRESET",
     "PRESETS",
     "ConfigError",
@@ -127,6 +128,9 @@ class MetaLearnerConfig:
             outer step (the paper's implicit gradient alignment). False: the same teachers'
             KD losses summed and stepped jointly at phi (the ablation).
         hard_labels: cross-entropy on the generator's target labels instead of KD.
+        own_task_kd: run this update at all (the published step: each sampled teacher
+            distilled on its own recovered images through the shared head). False leaves
+            the meta-learner to ``cross_kd`` and the replay.
         inner_optimizer: ``"adam"`` (published) or ``"sgd"`` for the clone's steps.
         inner_lr: learning rate of the clone's steps (1e-3).
         outer_lr: the meta-learner's Adam learning rate, shared with the replay (1e-3).
@@ -141,6 +145,7 @@ class MetaLearnerConfig:
     temperature: float = 1.0
     alignment: bool = True
     hard_labels: bool = False
+    own_task_kd: bool = True
     inner_optimizer: str = "adam"
     inner_lr: float = 1e-3
     outer_lr: float = 1e-3
@@ -199,6 +204,39 @@ class ReplayConfig:
         _require(self.inner_lr > 0, "replay.inner_lr must be positive")
         _require(self.patience >= 1, "replay.patience must be >= 1")
         _require(self.max_meta_batches >= 0, "replay.max_meta_batches must be >= 0")
+
+
+@dataclass(frozen=True)
+class CrossDistillConfig:
+    """Cross-teacher distillation on memory-bank images (``free_common.free.cross_distillation``).
+
+    Not in the paper: each update labels one batch of bank images with several teachers
+    and fits one head per teacher on the meta-learner's features.
+
+    Attributes:
+        enabled: run ``steps`` updates after every post-warm-up iteration.
+        steps: student updates per iteration.
+        batch: bank images per update.
+        teachers: teachers labelling each iteration's batches: the iteration's sampled
+            teachers first, then others drawn uniformly from the accepted ones.
+        temperature: KD temperature T (losses scaled by T**2).
+        head_lr: Adam learning rate of the per-teacher heads.
+    """
+
+    enabled: bool = False
+    steps: int = 10
+    batch: int = 128
+    teachers: int = 8
+    temperature: float = 4.0
+    head_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        _require(self.steps >= 1, f"cross_kd.steps must be >= 1: {self.steps}")
+        _require(self.batch >= 2, f"cross_kd.batch must be >= 2: {self.batch}")
+        _require(self.teachers >= 1, f"cross_kd.teachers must be >= 1: {self.teachers}")
+        _require(self.temperature > 0, "cross_kd.temperature must be positive")
+        _require(self.head_lr > 0, "cross_kd.head_lr must be positive")
 
 
 @dataclass(frozen=True)
@@ -288,6 +326,7 @@ class ScreeningConfig:
 _GROUPS: dict[str, type[Any]] = {
     "inversion": InversionConfig,
     "meta_learner": MetaLearnerConfig,
+    "cross_kd": CrossDistillConfig,
     "replay": ReplayConfig,
     "memory": MemoryConfig,
     "eval": EvalConfig,
@@ -309,6 +348,7 @@ class FreeConfig:
         teacher_cache: teachers kept loaded (LRU) between iterations.
         inversion: the meta-generator.
         meta_learner: the meta-learner and its KD/alignment update.
+        cross_kd: cross-teacher distillation on bank images (off in ``paper``).
         replay: the memory-bank MAML replay.
         memory: the memory bank.
         eval: evaluation and model selection.
@@ -323,6 +363,7 @@ class FreeConfig:
     teacher_cache: int = 8
     inversion: InversionConfig = field(default_factory=InversionConfig)
     meta_learner: MetaLearnerConfig = field(default_factory=MetaLearnerConfig)
+    cross_kd: CrossDistillConfig = field(default_factory=CrossDistillConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
+from free_common.free.cross_distillation import TeacherHeads, cross_distill_step
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
 from free_common.free.memory_bank import MemoryBank
@@ -154,7 +155,8 @@ class FreeTrainer:
         )
         self.bank = MemoryBank(config.memory)
         self.rng = torch.Generator().manual_seed(config.seed)
-        self.cache = TeacherCache(teachers, config.teacher_cache, self.device)
+        self.heads = TeacherHeads(self.learner.num_features, config.cross_kd.head_lr, self.device)
+        self.cache = TeacherCache(teachers, _cache_size(config), self.device)
         self.state = _RunState()
         self._resume()
 
@@ -254,8 +256,15 @@ class FreeTrainer:
         for task in recovered:  # defect fix: every teacher's images, not only the last
             self.bank.add(task.images, task.targets, task.class_keys)
         started = time.perf_counter()
-        batches = distill_batches(recovered, teachers, self.config.inversion, self.spec, self.rng)
-        losses = meta_learner_step(self.learner, self.optimizer, batches, self.config.meta_learner)
+        losses: list[float] = []
+        if self.config.meta_learner.own_task_kd:
+            batches = distill_batches(
+                recovered, teachers, self.config.inversion, self.spec, self.rng
+            )
+            losses = meta_learner_step(
+                self.learner, self.optimizer, batches, self.config.meta_learner
+            )
+        cross = self._cross_distill(teachers) if self.config.cross_kd.enabled else []
         _sync(self.device)
         distilled = time.perf_counter()
         stats = ReplayStats(0, 0.0, float("nan"))
@@ -271,6 +280,7 @@ class FreeTrainer:
         _sync(self.device)
         return {
             "distill_loss": _mean(losses),
+            "cross_kd_loss": _mean(cross),
             "distill_seconds": distilled - started,
             "replay_meta_batches": stats.meta_batches,
             "replay_accuracy": stats.best_accuracy,
@@ -278,19 +288,52 @@ class FreeTrainer:
             "replay_seconds": time.perf_counter() - distilled,
         }
 
+    def _cross_distill(self, sampled: list[Teacher]) -> list[float]:
+        """``cross_kd.steps`` updates on bank batches labelled by this iteration's teachers.
+
+        The labelling teachers are the iteration's sampled ones (each once), then others
+        drawn uniformly from the accepted teachers up to ``cross_kd.teachers``.
+        """
+        cfg = self.config.cross_kd
+        ids = list(dict.fromkeys(t.teacher_id for t in sampled))
+        extra = max(0, cfg.teachers - len(ids))
+        ids = list(dict.fromkeys(ids + self._draw_accepted(extra)))[: max(cfg.teachers, 1)]
+        labellers = self.cache.get_many(ids)
+        inversion = self.config.inversion
+        return [
+            cross_distill_step(
+                self.learner,
+                self.optimizer,
+                self.heads,
+                labellers,
+                self.bank.sample(cfg.batch, self.rng).to(self.device),
+                cfg,
+                self.rng,
+                crop_padding=inversion.crop_padding,
+                flip=inversion.horizontal_flip,
+            )
+            for _ in range(cfg.steps)
+        ]
+
     # ------------------------------------------------------------------ teachers
 
-    def _sample_ids(self) -> list[str]:
-        self._screen_new()
+    def _accepted(self) -> list[str]:
         active = [t for t in self.source.ids() if self.state.screened[t]["accepted"]]
         if not active:
             raise FreeTrainingError(
                 f"no usable teacher: {len(self.state.screened)} screened, all excluded"
             )
-        picks = torch.randint(
-            len(active), (self.config.teachers_per_iteration,), generator=self.rng
-        )
+        return active
+
+    def _draw_accepted(self, n: int) -> list[str]:
+        """``n`` accepted teacher ids drawn uniformly with replacement (trainer RNG)."""
+        active = self._accepted()
+        picks = torch.randint(len(active), (n,), generator=self.rng)
         return [active[i] for i in picks.tolist()]
+
+    def _sample_ids(self) -> list[str]:
+        self._screen_new()
+        return self._draw_accepted(self.config.teachers_per_iteration)
 
     def _screen_new(self) -> None:
         for teacher_id in self.source.ids():
@@ -407,6 +450,7 @@ class FreeTrainer:
             "maml_steps": self.maml.steps_done,
             "inverter": self.inverter.state_dict(),
             "bank": self.bank.state_dict(),
+            "heads": self.heads.state_dict(),
             "rng": {"trainer": self.rng.get_state(), "global": get_rng_state()},
             "run": asdict(self.state),
         }
@@ -424,10 +468,20 @@ class FreeTrainer:
         self.maml.steps_done = int(saved["maml_steps"])
         self.inverter.load_state_dict(saved["inverter"])
         self.bank.load_state_dict(saved["bank"])
+        if "heads" in saved:
+            self.heads.load_state_dict(saved["heads"])
         self.rng.set_state(saved["rng"]["trainer"])
         set_rng_state(saved["rng"]["global"])
         self.state = _RunState(**saved["run"])
         logger.info("resumed from %s at iteration %d", self.checkpoint_path, self.state.iteration)
+
+
+def _cache_size(config: FreeConfig) -> int:
+    """Teachers kept loaded: enough for one iteration's labellers when cross-KD is on."""
+    if not config.cross_kd.enabled:
+        return config.teacher_cache
+    needed = config.cross_kd.teachers + config.teachers_per_iteration
+    return max(config.teacher_cache, needed)
 
 
 def _differs(saved: dict[str, Any], current: dict[str, Any]) -> bool:

@@ -68,6 +68,29 @@ class MemoryBank:
             self._append(class_keys[int(index)], stored[targets == index])
         self._enforce_global_cap()
 
+    def sample(self, n: int, rng: torch.Generator) -> Tensor:
+        """``n`` images drawn uniformly (with replacement) from every stored image.
+
+        Returns:
+            Float images in [0, 1], shape (n, C, H, W).
+
+        Raises:
+            MemoryBankError: the bank is empty.
+        """
+        keys = list(self._classes)
+        counts = torch.tensor([self._classes[k].shape[0] for k in keys], dtype=torch.int64)
+        total = int(counts.sum()) if keys else 0
+        if total == 0:
+            raise MemoryBankError("cannot sample from an empty memory bank")
+        flat = torch.randint(total, (n,), generator=rng)
+        ends = torch.cumsum(counts, 0)
+        which = torch.searchsorted(ends, flat, right=True)  # (n,) class index of each draw
+        rows = flat - (ends[which] - counts[which])
+        stored = torch.stack(
+            [self._classes[keys[c]][r] for c, r in zip(which.tolist(), rows.tolist(), strict=True)]
+        )
+        return self._decode(stored)
+
     def images(self, key: str, rows: Tensor) -> Tensor:
         """Float images in [0, 1] of class ``key`` at ``rows``, shape (len(rows), C, H, W)."""
         return self._decode(self._classes[key][rows])

@@ -56,3 +56,20 @@ def test_shape_mismatch_is_rejected() -> None:
     bank.add(*_batch(1, 2), ("a",))
     with pytest.raises(MemoryBankError, match="holds images"):
         bank.add(torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long), ("a",))
+
+
+def test_sample_draws_uniformly_over_stored_images_not_classes() -> None:
+    bank = MemoryBank(MemoryConfig(max_per_class=100, max_images=1000))
+    bank.add(torch.full((90, 1, 4, 4), 0.2), torch.zeros(90, dtype=torch.long), ("big",))
+    bank.add(torch.full((10, 1, 4, 4), 0.8), torch.zeros(10, dtype=torch.long), ("small",))
+    drawn = bank.sample(2000, torch.Generator().manual_seed(0))
+    assert drawn.shape == (2000, 1, 4, 4)
+    share_small = float((drawn[:, 0, 0, 0] > 0.5).float().mean())
+    assert 0.07 < share_small < 0.13  # 10 of 100 images, not 1 of 2 classes
+    again = bank.sample(2000, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, again)
+
+
+def test_sampling_an_empty_bank_is_refused() -> None:
+    with pytest.raises(MemoryBankError, match="empty"):
+        MemoryBank(MemoryConfig()).sample(4, torch.Generator())
