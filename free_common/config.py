@@ -131,6 +131,11 @@ class MetaLearnerConfig:
         own_task_kd: run this update at all (the published step: each sampled teacher
             distilled on its own recovered images through the shared head). False leaves
             the meta-learner to ``cross_kd`` and the replay.
+        init: ``"random"`` (published) or ``"best_teacher"``: start from the backbone of
+            the pool model of the learner's own architecture that scores best on meta-val
+            (nearest centroid, ``init_val_tasks`` tasks); the start is then a candidate of
+            model selection, so training is kept only where it helps on meta-val.
+        init_val_tasks: meta-val tasks per candidate of ``init="best_teacher"``.
         inner_optimizer: ``"adam"`` (published) or ``"sgd"`` for the clone's steps.
         inner_lr: learning rate of the clone's steps (1e-3).
         outer_lr: the meta-learner's Adam learning rate, shared with the replay (1e-3).
@@ -146,6 +151,8 @@ class MetaLearnerConfig:
     alignment: bool = True
     hard_labels: bool = False
     own_task_kd: bool = True
+    init: str = "random"
+    init_val_tasks: int = 40
     inner_optimizer: str = "adam"
     inner_lr: float = 1e-3
     outer_lr: float = 1e-3
@@ -164,6 +171,11 @@ class MetaLearnerConfig:
         )
         for name in ("inner_lr", "outer_lr", "reptile_scale"):
             _require(getattr(self, name) > 0, f"meta_learner.{name} must be positive")
+        _require(
+            self.init in ("random", "best_teacher"),
+            f"meta_learner.init must be 'random' or 'best_teacher': {self.init!r}",
+        )
+        _require(self.init_val_tasks >= 1, "meta_learner.init_val_tasks must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,10 @@ class CrossDistillConfig:
             teachers first, then others drawn uniformly from the accepted ones.
         temperature: KD temperature T (losses scaled by T**2).
         head_lr: Adam learning rate of the per-teacher heads.
+        head_init: ``"ridge"``: a new head starts as the ridge-regression fit of the
+            teacher's logits on the current features of its first batch, so a new teacher
+            does not send large random-head gradients into features that are already
+            good; ``"random"``: nn.Linear's default range.
     """
 
     enabled: bool = False
@@ -229,6 +245,7 @@ class CrossDistillConfig:
     teachers: int = 8
     temperature: float = 4.0
     head_lr: float = 1e-3
+    head_init: str = "ridge"
 
     def __post_init__(self) -> None:
         """Validate ranges."""
@@ -237,6 +254,10 @@ class CrossDistillConfig:
         _require(self.teachers >= 1, f"cross_kd.teachers must be >= 1: {self.teachers}")
         _require(self.temperature > 0, "cross_kd.temperature must be positive")
         _require(self.head_lr > 0, "cross_kd.head_lr must be positive")
+        _require(
+            self.head_init in ("ridge", "random"),
+            f"cross_kd.head_init must be 'ridge' or 'random': {self.head_init!r}",
+        )
 
 
 @dataclass(frozen=True)

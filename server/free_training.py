@@ -108,6 +108,7 @@ class _RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     screened: dict[str, dict[str, Any]] = field(default_factory=dict)
     inversion_seconds: float = 0.0
+    init: dict[str, Any] | None = None
 
 
 class FreeTrainer:
@@ -155,7 +156,12 @@ class FreeTrainer:
         )
         self.bank = MemoryBank(config.memory)
         self.rng = torch.Generator().manual_seed(config.seed)
-        self.heads = TeacherHeads(self.learner.num_features, config.cross_kd.head_lr, self.device)
+        self.heads = TeacherHeads(
+            self.learner.num_features,
+            config.cross_kd.head_lr,
+            self.device,
+            config.cross_kd.head_init,
+        )
         self.cache = TeacherCache(teachers, _cache_size(config), self.device)
         self.state = _RunState()
         self._resume()
@@ -174,6 +180,8 @@ class FreeTrainer:
             FreeTrainingError: no teacher passed screening.
         """
         target = iterations if iterations is not None else self.config.iterations
+        if self.config.meta_learner.init == "best_teacher" and self.state.init is None:
+            self._start_from_best_teacher()
         start = self.state.iteration + 1
         bar = tqdm(
             range(start, target + 1),
@@ -363,6 +371,56 @@ class FreeTrainer:
         except NonFiniteLossError as err:
             return ScreeningResult(teacher_id, False, nan, nan, f"non-finite screening: {err}")
 
+    def _start_from_best_teacher(self) -> None:
+        """Load the backbone of the best compatible pool model (meta-val, nearest centroid).
+
+        Compatible: the learner's architecture, width, input and normalisation. The start
+        is validated at iteration 0, so model selection can keep it. Without a compatible
+        teacher the learner keeps its random initialisation.
+        """
+        self._screen_new()
+        cfg, ev = self.config.meta_learner, self.config.eval
+        scores: dict[str, float] = {}
+        for teacher_id in self._accepted():
+            teacher = self.cache.get(teacher_id)
+            if not isinstance(teacher.model, Classifier) or not _same_backbone(
+                teacher.spec, self.spec
+            ):
+                continue
+            with torch.random.fork_rng(devices=[]):
+                scores[teacher_id] = evaluate(
+                    teacher.model,
+                    self.val_data,
+                    n_way=ev.n_way,
+                    k_shot=min(ev.shots),
+                    q_query=ev.q_query,
+                    n_tasks=cfg.init_val_tasks,
+                    mode="proto",
+                    seed=ev.seed + 1,
+                    device=self.device,
+                ).mean
+        if not scores:
+            logger.warning("init: no pool model has the learner's backbone; starting at random")
+            self.state.init = {"teacher": None, "candidates": 0}
+            return
+        best = max(scores, key=lambda k: scores[k])
+        weights = self.cache.get(best).model.state_dict()
+        backbone = {k: v for k, v in self.learner.state_dict().items() if k.startswith("backbone.")}
+        self.learner.load_state_dict(
+            {
+                **self.learner.state_dict(),
+                **{k: weights[k].to(v.dtype) for k, v in backbone.items()},
+            }
+        )
+        self.state.init = {"teacher": best, "val_proto": scores[best], "candidates": len(scores)}
+        logger.info(
+            "init: backbone of %s (meta-val nearest centroid %.4f, best of %d)",
+            best,
+            scores[best],
+            len(scores),
+        )
+        self._validate(0)
+
     # ------------------------------------------------------------------ evaluation
 
     def _validate(self, it: int) -> dict[str, Any]:
@@ -474,6 +532,16 @@ class FreeTrainer:
         set_rng_state(saved["rng"]["global"])
         self.state = _RunState(**saved["run"])
         logger.info("resumed from %s at iteration %d", self.checkpoint_path, self.state.iteration)
+
+
+def _same_backbone(teacher: ModelSpec, learner: ModelSpec) -> bool:
+    """Whether a teacher's backbone weights fit the learner (everything but the head)."""
+    return (teacher.arch, teacher.width, teacher.in_channels, teacher.image_size) == (
+        learner.arch,
+        learner.width,
+        learner.in_channels,
+        learner.image_size,
+    ) and (teacher.mean, teacher.std) == (learner.mean, learner.std)
 
 
 def _cache_size(config: FreeConfig) -> int:

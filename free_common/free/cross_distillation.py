@@ -51,12 +51,16 @@ class TeacherHeads:
         num_features: the student's feature width F.
         lr: Adam learning rate of the heads.
         device: where the heads live.
+        init: ``"ridge"`` (fit to the first batch) or ``"random"``.
     """
 
-    def __init__(self, num_features: int, lr: float, device: torch.device) -> None:
+    def __init__(
+        self, num_features: int, lr: float, device: torch.device, init: str = "ridge"
+    ) -> None:
         self.num_features = num_features
         self.lr = lr
         self.device = device
+        self.init = init
         self.heads: dict[str, nn.Linear] = {}
         self.optimizer: torch.optim.Adam | None = None
 
@@ -64,21 +68,31 @@ class TeacherHeads:
         """Heads created so far."""
         return len(self.heads)
 
-    def head(self, teacher_id: str, num_classes: int, rng: torch.Generator) -> nn.Linear:
-        """The head of ``teacher_id`` (F -> num_classes), created on first use."""
+    def head(
+        self, teacher_id: str, features: Tensor, logits: Tensor, rng: torch.Generator
+    ) -> nn.Linear:
+        """The head of ``teacher_id``, created on first use from this batch.
+
+        Args:
+            teacher_id: the teacher.
+            features: the student's features of the batch, (B, F).
+            logits: the teacher's logits on the same images, (B, C).
+            rng: draws a random head's weights.
+        """
         head = self.heads.get(teacher_id)
         if head is None:
-            head = self._new_head(num_classes, rng)
+            head = nn.Linear(self.num_features, logits.shape[1])
+            with torch.no_grad():
+                weight, bias = (
+                    ridge_fit(features.detach(), logits.detach())
+                    if self.init == "ridge"
+                    else _uniform_head(self.num_features, logits.shape[1], rng)
+                )
+                head.weight.copy_(weight)
+                head.bias.copy_(bias)
+            head = head.to(self.device)
             self._register(teacher_id, head)
         return head
-
-    def _new_head(self, num_classes: int, rng: torch.Generator) -> nn.Linear:
-        head = nn.Linear(self.num_features, num_classes)
-        bound = 1.0 / self.num_features**0.5  # nn.Linear's default range, drawn from rng
-        with torch.no_grad():
-            head.weight.copy_(torch.rand(head.weight.shape, generator=rng) * 2 * bound - bound)
-            head.bias.copy_(torch.rand(head.bias.shape, generator=rng) * 2 * bound - bound)
-        return head.to(self.device)
 
     def _register(self, teacher_id: str, head: nn.Linear) -> None:
         self.heads[teacher_id] = head
@@ -117,6 +131,32 @@ class TeacherHeads:
             self._register(str(teacher_id), head)
         if self.optimizer is not None and state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+def ridge_fit(features: Tensor, targets: Tensor, ridge: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """Least-squares linear map with a small ridge: features (B, F), targets (B, C).
+
+    The ridge is ``ridge`` times the mean feature energy, so it does not depend on scale.
+
+    Returns:
+        ``(weight, bias)`` of shapes (C, F) and (C,).
+    """
+    x = torch.cat([features, torch.ones(features.shape[0], 1, device=features.device)], 1)
+    gram = x.T @ x  # (F+1, F+1)
+    scale = ridge * float(gram.diagonal()[:-1].mean().clamp_min(1e-12))
+    solution = torch.linalg.solve(
+        gram + scale * torch.eye(gram.shape[0], device=x.device), x.T @ targets
+    )  # (F+1, C)
+    return solution[:-1].T.contiguous(), solution[-1].contiguous()
+
+
+def _uniform_head(
+    num_features: int, num_classes: int, rng: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """nn.Linear's default initial range, drawn from ``rng``: (C, F) and (C,)."""
+    bound = 1.0 / num_features**0.5
+    weight = torch.rand(num_classes, num_features, generator=rng) * 2 * bound - bound
+    return weight, torch.rand(num_classes, generator=rng) * 2 * bound - bound
 
 
 def cross_distill_step(
@@ -161,7 +201,7 @@ def cross_distill_step(
             target = teacher.model(
                 to_model_input(x, teacher.spec.image_size, teacher.spec.in_channels)
             )
-        head = heads.head(teacher.teacher_id, teacher.num_classes, rng)
+        head = heads.head(teacher.teacher_id, features, target, rng)
         losses.append(kd_loss(head(features), target, config.temperature))
     loss = torch.stack(losses).mean()
     check_finite(loss, "cross_kd/kd")

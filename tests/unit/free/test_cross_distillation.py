@@ -7,7 +7,7 @@ import torch
 
 from free_common.config import CrossDistillConfig, FreeConfig
 from free_common.data.base import ClassImages
-from free_common.free.cross_distillation import TeacherHeads, cross_distill_step
+from free_common.free.cross_distillation import TeacherHeads, cross_distill_step, ridge_fit
 from free_common.free.distillation import kd_loss
 from free_common.free.meta_learner import build_meta_learner
 from free_common.free.teachers import InMemoryTeachers, Teacher
@@ -27,12 +27,47 @@ def _student() -> torch.nn.Module:
     return build_meta_learner(CFG.meta_learner)
 
 
-def test_a_head_is_made_once_per_teacher_with_the_teachers_class_count() -> None:
-    heads = TeacherHeads(16, 1e-3, torch.device("cpu"))
+@pytest.mark.parametrize("init", ["ridge", "random"])
+def test_a_head_is_made_once_per_teacher_with_the_teachers_class_count(init: str) -> None:
+    heads = TeacherHeads(16, 1e-3, torch.device("cpu"), init)
     rng = torch.Generator().manual_seed(0)
-    first = heads.head("a", 3, rng)
-    assert first.weight.shape == (3, 16) and heads.head("a", 3, rng) is first
-    assert heads.head("b", 2, rng).weight.shape == (2, 16) and len(heads) == 2
+    features = torch.randn(20, 16)
+    first = heads.head("a", features, torch.randn(20, 3), rng)
+    assert (
+        first.weight.shape == (3, 16)
+        and heads.head("a", features, torch.randn(20, 3), rng) is first
+    )
+    assert heads.head("b", features, torch.randn(20, 2), rng).weight.shape == (2, 16)
+    assert len(heads) == 2
+
+
+def test_ridge_fit_recovers_a_linear_map() -> None:
+    features = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    weight, bias = torch.randn(3, 8), torch.randn(3)
+    fitted_w, fitted_b = ridge_fit(features, features @ weight.T + bias, ridge=1e-8)
+    assert torch.allclose(fitted_w, weight, atol=1e-3) and torch.allclose(fitted_b, bias, atol=1e-3)
+
+
+def test_a_ridge_head_starts_closer_to_its_teacher_than_a_random_one(
+    teachers: list[Teacher],
+) -> None:
+    images = torch.rand(32, 1, 16, 16)
+    first_loss = {}
+    for init in ("ridge", "random"):
+        student = _student()
+        heads = TeacherHeads(student.num_features, 1e-3, torch.device("cpu"), init)
+        first_loss[init] = cross_distill_step(
+            student,
+            torch.optim.SGD(student.parameters(), lr=0.0),
+            heads,
+            teachers,
+            images,
+            CrossDistillConfig(temperature=1.0),
+            torch.Generator().manual_seed(0),
+            crop_padding=0,
+            flip=False,
+        )
+    assert first_loss["ridge"] < first_loss["random"]
 
 
 def test_cross_distillation_fits_every_labelling_teacher_on_the_same_images(
@@ -49,11 +84,7 @@ def test_cross_distillation_fits_every_labelling_teacher_on_the_same_images(
         with torch.no_grad():
             features = student.eval().forward_features(images)
             return sum(
-                float(
-                    kd_loss(
-                        heads.head(t.teacher_id, t.num_classes, rng)(features), t.model(images), 2.0
-                    )
-                )
+                float(kd_loss(heads.heads[t.teacher_id](features), t.model(images), 2.0))
                 for t in teachers
             )
 
