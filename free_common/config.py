@@ -1,12 +1,16 @@
 """FREE configuration: frozen dataclasses, named presets and the Flower run-config mapping.
 
-Presets (README section "Presets" lists every deviation from the paper):
+Presets (``free_common/free/README.md`` lists every deviation from the paper):
 
-- ``"paper"``: the published hyperparameters (notes/free-algorithm.md, section 2.12;
-  supplement A/B): generator width 64, latent 256, 4 teachers x 100 images, k = 5,
-  999 iterations, second-order MAML replay with patience 10, 600 evaluation tasks.
-- ``"cpu"``: the same algorithm sized so that the main job finishes in minutes on two
-  CPU cores (narrower generator, fewer images, iterations and evaluation tasks).
+- ``"xkd-cpu"`` (the shipped default): FREE's meta-generator and memory bank with the
+  meta-learner trained by cross-teacher distillation (``cross_distillation.py``) instead
+  of the published own-task KD step and MAML replay, sized for minutes on two CPU cores.
+- ``"xkd"``: the same algorithm at the published sizes (GPU servers).
+- ``"paper"``: the published algorithm and hyperparameters (paper and supplement A/B):
+  generator width 64, latent 256, 4 teachers x 100 images, k = 5, 999 iterations,
+  second-order MAML replay with patience 10, 600 evaluation tasks.
+- ``"paper-cpu"``: the published algorithm sized for two CPU cores (narrower generator,
+  fewer images, iterations and evaluation tasks).
 - ``"test"``: tiny sizes for unit and integration tests.
 
 :meth:`FreeConfig.from_run_config` maps Flower's flat run config (``"free.iterations"``,
@@ -16,6 +20,7 @@ Presets (README section "Presets" lists every deviation from the paper):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -33,8 +38,8 @@ __all__ = [
     "ScreeningConfig",
 ]
 
-PRESETS: tuple[str, ...] = ("paper", "cpu", "test")
-DEFAULT_PRESET = "cpu"
+PRESETS: tuple[str, ...] = ("xkd-cpu", "xkd", "paper", "paper-cpu", "test")
+DEFAULT_PRESET = "xkd-cpu"
 
 
 class ConfigError(ValueError):
@@ -409,14 +414,18 @@ class FreeConfig:
 
     @classmethod
     def preset(cls, name: str) -> FreeConfig:
-        """The named preset: ``"paper"``, ``"cpu"`` or ``"test"``."""
-        if name == "paper":
-            return cls()
-        if name == "cpu":
-            return _cpu_preset()
-        if name == "test":
-            return _test_preset()
-        raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+        """The named preset, one of :data:`PRESETS` (module docstring)."""
+        builders: dict[str, Callable[[], FreeConfig]] = {
+            "paper": cls,
+            "paper-cpu": _paper_cpu_preset,
+            "xkd": lambda: _cross_teacher(cls()),
+            "xkd-cpu": lambda: _cross_teacher(_paper_cpu_preset()),
+            "test": _test_preset,
+        }
+        if name not in builders:
+            raise ConfigError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+        config: FreeConfig = builders[name]()
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (tuples become lists)."""
@@ -477,8 +486,25 @@ class FreeConfig:
             raise ConfigError(str(err)) from err
 
 
-def _cpu_preset() -> FreeConfig:
-    """Minutes on two CPU cores; every reduction is listed in the README presets table."""
+def _cross_teacher(base: FreeConfig) -> FreeConfig:
+    """``base`` with the shipped meta-learner update: cross-teacher distillation.
+
+    The published own-task KD step and the MAML replay are off, and so is the generator's
+    adversarial term (it needs the published step's shared head); model selection uses
+    nearest-centroid meta-val accuracy, which needs no fine-tuning rate.
+    """
+    return replace(
+        base,
+        inversion=replace(base.inversion, adv_weight=0.0),
+        meta_learner=replace(base.meta_learner, own_task_kd=False),
+        cross_kd=CrossDistillConfig(enabled=True),
+        replay=replace(base.replay, enabled=False),
+        eval=replace(base.eval, mode="proto"),
+    )
+
+
+def _paper_cpu_preset() -> FreeConfig:
+    """Minutes on two CPU cores; every reduction is listed in the presets page."""
     return FreeConfig(
         iterations=60,
         warmup=5,

@@ -50,7 +50,11 @@ KEYS: Mapping[str, Key] = MappingProxyType(
     {
         k.name: k
         for k in (
-            Key("preset", DEFAULT_PRESET, "FREE preset: cpu, paper or test"),
+            Key(
+                "preset",
+                DEFAULT_PRESET,
+                "FREE preset: xkd-cpu (default), xkd, paper, paper-cpu or test",
+            ),
             Key("seed", 0, "run seed: owner assignment, local training, FREE (unless free.seed)"),
             Key("server.threads", 0, "torch intra-op threads of the ServerApp (0 = one per core)"),
             Key("model.width", 32, "width of a simulated Conv4 owner's model"),

@@ -186,7 +186,7 @@ _SMOKE_FREE = FreeConfig(
     eval=EvalConfig(every=2, val_tasks=2, test_tasks=2, q_query=15),
     screening=ScreeningConfig(enabled=False),
 )
-_CPU = FreeConfig.preset("cpu")
+_CPU = FreeConfig.preset("paper-cpu")
 
 Accuracies = dict[str, dict[int, np.ndarray]]
 """Method -> shot -> per-task meta-test accuracies, shape (test_tasks,)."""

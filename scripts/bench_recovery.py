@@ -87,7 +87,7 @@ class RecoveryPreset:
     curve_teachers: int
 
 
-_CPU_INVERSION = FreeConfig.preset("cpu").inversion
+_CPU_INVERSION = FreeConfig.preset("paper-cpu").inversion
 
 PRESETS: dict[str, RecoveryPreset] = {
     "smoke": RecoveryPreset(

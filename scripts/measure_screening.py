@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.random.fork_rng():
             torch.manual_seed(200 + i)
             teachers[f"random{i}"] = build_model(SPEC).state_dict()
-    inversion = FreeConfig.preset("cpu").inversion
+    inversion = FreeConfig.preset("paper-cpu").inversion
     rows = []
     for name, state in teachers.items():
         teacher = teacher_from_state_dict(name, SPEC, state)

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes-per-owner", type=int, default=5)
     parser.add_argument("--held-out-classes", type=int, default=5)
     parser.add_argument("--images-per-class", type=int, default=20)
-    parser.add_argument("--preset", default="cpu", help="FREE preset (test: tiny and quick)")
+    parser.add_argument("--preset", default="xkd-cpu", help="FREE preset (test: tiny and quick)")
     parser.add_argument("--run-config", default="", help="more run config for the app")
     parser.add_argument("--ways", type=int, default=5, help="edge evaluation episodes' N")
     parser.add_argument("--shots", type=int, default=1)

@@ -41,7 +41,7 @@ WORKER = textwrap.dedent(
         return ({f"m{i}": 100 + i for i in range(3)},
                 [Reply(f"m{i}", submission=s) for i, s in enumerate(subs)])
 
-    rc = {"preset": "cpu", "free.iterations": 6, "free.checkpoint-every": 1,
+    rc = {"preset": "paper-cpu", "free.iterations": 6, "free.checkpoint-every": 1,
           "free.eval.every": 3, "free.eval.val-tasks": 3, "free.eval.test-tasks": 3,
           "free.screening.steps": 2, "free.screening.min-confidence": 0.0,
           "free.screening.min-accuracy": 0.0}

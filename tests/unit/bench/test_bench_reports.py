@@ -98,7 +98,7 @@ def _report_of(methods: tuple[str, ...]) -> dict[str, object]:
         "shots": [1],
         "methods": list(methods),
         "test_tasks": 10,
-        "free_config": FreeConfig.preset("cpu").to_dict(),
+        "free_config": FreeConfig.preset("paper-cpu").to_dict(),
         "settings": [
             {
                 "name": "single",

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from client.owner import TrainSettings, prepare_owner
-from free_common.config import FreeConfig
+from free_common.config import DEFAULT_PRESET, FreeConfig
 from free_common.run_config import DEFAULTS, KEYS, RunConfig, RunConfigError
 from server.federation import FederationSettings, SettingsError
 from tests.app_config import pyproject_run_config
@@ -27,7 +27,7 @@ def test_settings_dataclasses_take_their_defaults_from_the_one_table() -> None:
     assert FederationSettings().demo_key_secret == KEYS["fed.demo-key-secret"].default
     assert TrainSettings() == TrainSettings.from_run_config({})
     assert FederationSettings.from_run_config(pyproject_run_config()) == FederationSettings()
-    assert RunConfig(pyproject_run_config()).free_config() == FreeConfig.preset("cpu")
+    assert RunConfig(pyproject_run_config()).free_config() == FreeConfig.preset(DEFAULT_PRESET)
 
 
 def test_a_simulated_owner_without_arch_mix_takes_the_declared_mix() -> None:

@@ -219,7 +219,7 @@ def test_queries_fit_the_smallest_class_so_every_class_can_be_drawn(
     """Icon classes hold 10-13 images: 5 shots + 15 queries would leave out all but two."""
     from server.federation import fit_evaluation
 
-    paper = FreeConfig.preset("cpu")
+    paper = FreeConfig.preset("paper-cpu")
     assert (paper.eval.shots, paper.eval.q_query) == ((1, 5), 15)
     glyph_like = _sized("glyphs/val", [20] * 8)
     assert fit_evaluation(paper, glyph_like, None) == paper
@@ -243,7 +243,7 @@ def test_evaluation_sets_too_small_for_the_tasks_are_refused_at_start(
     from server.federation import fit_evaluation
 
     with pytest.raises(DatasetError, match=message):
-        fit_evaluation(FreeConfig.preset("cpu"), _sized("icons/val", counts))
+        fit_evaluation(FreeConfig.preset("paper-cpu"), _sized("icons/val", counts))
 
 
 @pytest.mark.skipif("icons" not in DATASETS, reason="the icons-v1 benchmark is not on this branch")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from free_common.config import FreeConfig
+from free_common.config import DEFAULT_PRESET, FreeConfig
 from free_common.data.base import ClassImages
 from server.federation import (
     FederationSettings,
@@ -123,7 +123,7 @@ def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overri
     """`flwr run --run-config` only takes keys the app declares: the SGD alignment option
     (README, alignment study) is declared, and its placeholders leave the preset alone."""
     rc = pyproject_run_config()
-    assert free_config_from_run_config(rc) == FreeConfig.preset("cpu")
+    assert free_config_from_run_config(rc) == FreeConfig.preset(DEFAULT_PRESET)
     rc.update(
         {
             "free.meta-learner.inner-optimizer": "sgd",

@@ -54,7 +54,7 @@ def test_run_config_overrides_kebab_case_keys() -> None:
 )
 def test_bad_run_config_raises(key: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        FreeConfig.from_run_config({"free.preset": "cpu", key: value})
+        FreeConfig.from_run_config({"free.preset": "paper-cpu", key: value})
 
 
 def test_unknown_preset() -> None:
@@ -65,6 +65,7 @@ def test_unknown_preset() -> None:
 def test_cpu_preset_keeps_the_published_alignment_step() -> None:
     """SGD inner steps won on the Conv4 pool but lost in the main job (README, alignment
     study), so the cpu preset keeps the published step until the mixed pool is measured."""
-    paper, cpu = FreeConfig.preset("paper").meta_learner, FreeConfig.preset("cpu").meta_learner
+    paper = FreeConfig.preset("paper").meta_learner
+    cpu = FreeConfig.preset("paper-cpu").meta_learner
     assert (paper.inner_optimizer, paper.inner_lr, paper.reptile_scale) == ("adam", 1e-3, 67.0)
     assert cpu == paper
