@@ -181,11 +181,9 @@ def meta_test(
     out: dict[str, ProtocolResult] = {}
     head = published_head(model, setting.n_way)
     published: ProtocolResult | None = None
-    if {"tuned", "published"} & set(settings.protocols):  # tuned reuses it when it agrees
-        result = on_test("finetune", head)
-        published = ProtocolResult("published", result, PUBLISHED_LR, head, {})
+    if "published" in settings.protocols:
+        published = ProtocolResult("published", on_test("finetune", head), PUBLISHED_LR, head, {})
     if "tuned" in settings.protocols:
-        assert published is not None
         heads = tuple(
             h for h in settings.heads if h != "learned" or model.num_classes == setting.n_way
         )
@@ -203,12 +201,14 @@ def meta_test(
             device=device,
         )
         chosen = cast(HeadInit, choice.head)
-        same = (chosen, choice.lr) == (published.head, published.lr)
-        result = published.result if same else on_test("finetune", chosen, choice.lr)
+        if published is not None and (chosen, choice.lr) == (published.head, published.lr):
+            result = published.result  # the published run already measured this choice
+        else:
+            result = on_test("finetune", chosen, choice.lr)
         out["tuned"] = ProtocolResult(
             "tuned", result, choice.lr, chosen, choice.val_table(), choice.at_edge
         )
-    if "published" in settings.protocols and published is not None:
+    if published is not None:
         out["published"] = published
     if "proto" in settings.protocols:
         out["proto"] = ProtocolResult("proto", on_test("proto"), None, "none", {})

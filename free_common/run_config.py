@@ -104,6 +104,20 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("export.enabled", True, "write the signed ONNX export at the end"),
             Key("export.signing-key", "", 'the server\'s Ed25519 PEM key ("" = a fresh one)'),
             Key("export.model-version", 1, "version in the export manifests"),
+            Key(
+                "export.ship",
+                "best",
+                "what the export carries: best (the best method on meta-val) or free",
+            ),
+            Key(
+                "compare.protocols",
+                "tuned,proto",
+                "meta-test protocols of the final comparison: tuned, published, proto",
+            ),
+            Key("compare.val-tasks", 30, "meta-val tasks per grid point of the tuned protocol"),
+            Key("compare.lrs", "0.03,0.1,0.3", "the tuned protocol's fine-tuning rates"),
+            Key("compare.heads", "zero,proto", "the tuned protocol's head starts"),
+            Key("compare.best-owner", True, "compare with the best single owner's model"),
             Key("fault.partitions", "", 'test hook: "1=raise,2=sleep:60,3=exit:1"'),
             *(
                 Key(f"free.{name}", -1, _PRESET_PLACEHOLDER)

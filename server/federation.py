@@ -20,16 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from free_common import signing
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages, DatasetError
 from free_common.data.sources import DataSource
-from free_common.models import Classifier, ModelSpec, build_model
+from free_common.evaluation import HEADS
+from free_common.free.teachers import Teacher
+from free_common.models import Classifier, ModelSpec
+from free_common.protocols import PROTOCOLS, ProtocolSettings
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import demo_private_key
+from server.comparison import (
+    SHIP_CHOICES,
+    Candidate,
+    MethodResult,
+    Verdict,
+    average_candidate,
+    best_owner_candidate,
+    compare,
+    random_candidate,
+    verdict,
+)
 from server.pool import ModelPool
 from server.report import AccuracyRow, ReportData, format_table, meta_val_curve, write_report
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
@@ -60,6 +73,25 @@ class SettingsError(ValueError):
     """A federation run-config value is missing, of the wrong type or out of range."""
 
 
+def _words(text: str) -> tuple[str, ...]:
+    """``"tuned, proto"`` -> ``("tuned", "proto")``."""
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """``"0.03,0.1"`` -> ``(0.03, 0.1)``.
+
+    Raises:
+        SettingsError: a word that is not a number.
+    """
+    try:
+        return tuple(float(w) for w in _words(text))
+    except ValueError as err:
+        raise SettingsError(
+            f"compare.lrs: {text!r} is not a comma-separated list of rates"
+        ) from err
+
+
 @dataclass(frozen=True)
 class FederationSettings:
     """The ``fed.*``, ``data.*``, ``out.*`` and ``export.*`` run-config keys.
@@ -85,6 +117,14 @@ class FederationSettings:
         export: write the ONNX export at the end.
         export_signing_key: the server's Ed25519 PEM key ("" = a fresh key next to the export).
         export_model_version: version written into the export manifests (edges refuse rollbacks).
+        export_ship: ``"best"`` (the export carries the best method on meta-val) or
+            ``"free"`` (FREE's meta-learner whatever the comparison says).
+        compare_protocols: meta-test protocols of the final comparison
+            (:mod:`free_common.protocols`).
+        compare_val_tasks: meta-val tasks per grid point of the tuned protocol.
+        compare_lrs: the tuned protocol's fine-tuning rates.
+        compare_heads: the tuned protocol's head starts.
+        compare_best_owner: include the best single owner's model in the comparison.
         seed: run seed.
     """
 
@@ -104,6 +144,12 @@ class FederationSettings:
     export: bool = DEFAULTS.get_bool("export.enabled")
     export_signing_key: str = DEFAULTS.get_str("export.signing-key")
     export_model_version: int = DEFAULTS.get_int("export.model-version")
+    export_ship: str = DEFAULTS.get_str("export.ship")
+    compare_protocols: tuple[str, ...] = _words(DEFAULTS.get_str("compare.protocols"))
+    compare_val_tasks: int = DEFAULTS.get_int("compare.val-tasks")
+    compare_lrs: tuple[float, ...] = _rates(DEFAULTS.get_str("compare.lrs"))
+    compare_heads: tuple[str, ...] = _words(DEFAULTS.get_str("compare.heads"))
+    compare_best_owner: bool = DEFAULTS.get_bool("compare.best-owner")
     seed: int = DEFAULTS.get_int("seed")
 
     def __post_init__(self) -> None:
@@ -114,6 +160,32 @@ class FederationSettings:
             raise SettingsError("fed timeouts and fed.max-model-mb must be positive")
         if self.max_input_scale < 1:
             raise SettingsError(f"fed.max-input-scale must be >= 1, got {self.max_input_scale}")
+        if self.export_ship not in SHIP_CHOICES:
+            raise SettingsError(
+                f"export.ship must be one of {', '.join(SHIP_CHOICES)}, got {self.export_ship!r}"
+            )
+        try:
+            self.protocol_settings(test_tasks=1, test_seed=0)
+        except ValueError as err:
+            raise SettingsError(f"compare.*: {err}") from err
+        unknown = sorted(set(self.compare_heads) - set(HEADS))
+        if unknown or not self.compare_heads:
+            raise SettingsError(
+                f"compare.heads: {list(self.compare_heads)}, expected some of {', '.join(HEADS)}"
+            )
+        if not self.compare_lrs or min(self.compare_lrs) <= 0:
+            raise SettingsError(f"compare.lrs must be positive rates, got {self.compare_lrs}")
+
+    def protocol_settings(self, *, test_tasks: int, test_seed: int) -> ProtocolSettings:
+        """The final comparison's protocols (meta-test task count and seed from FREE's eval)."""
+        return ProtocolSettings(
+            test_tasks=test_tasks,
+            test_seed=test_seed,
+            val_tasks=self.compare_val_tasks,
+            lrs=self.compare_lrs,
+            heads=self.compare_heads,
+            protocols=self.compare_protocols,
+        )
 
     @classmethod
     def from_run_config(cls, rc: Mapping[str, object] | RunConfig) -> FederationSettings:
@@ -141,6 +213,12 @@ class FederationSettings:
                 export=c.get_bool("export.enabled"),
                 export_signing_key=c.get_str("export.signing-key"),
                 export_model_version=c.get_int("export.model-version"),
+                export_ship=c.get_str("export.ship"),
+                compare_protocols=_words(c.get_str("compare.protocols")),
+                compare_val_tasks=c.get_int("compare.val-tasks"),
+                compare_lrs=_rates(c.get_str("compare.lrs")),
+                compare_heads=_words(c.get_str("compare.heads")),
+                compare_best_owner=c.get_bool("compare.best-owner"),
                 seed=c.get_int("seed"),
             )
         except RunConfigError as err:
@@ -198,7 +276,6 @@ def run_federation(
     *,
     run_dir: Path,
     val_data: ClassImages | None,
-    test_data: ClassImages | None,
     keys: KeyRegistry | None,
     finish: Finisher | None = None,
     progress: bool = True,
@@ -211,7 +288,6 @@ def run_federation(
         collect: asks every node for a round's submissions.
         run_dir: the run directory (pool, FREE checkpoints, report).
         val_data: meta-val split, or None: FREE is then skipped (nothing to select with).
-        test_data: meta-test split, or None: nothing is evaluated.
         keys: registered owner keys, or None (no signature check).
         finish: called with the pool, the last FREE result and the round outcomes.
         progress: show FREE progress bars.
@@ -273,7 +349,7 @@ def run_federation(
                     free_config,
                     pool,
                     val_data=val_data,
-                    test_data=test_data if r == settings.num_rounds else None,
+                    test_data=None,  # the finisher meta-tests FREE beside the baselines
                     work_dir=run_dir / "free",
                 )
                 result = trainer.train(progress=progress, iterations=target)
@@ -305,76 +381,106 @@ def meta_learner_spec(config: FreeConfig) -> ModelSpec:
     return learner_spec(config.meta_learner)
 
 
-def average_of_pool(pool: ModelPool, spec: ModelSpec) -> tuple[Classifier | None, int]:
-    """FedAvg (plain mean) of the pooled models whose spec equals ``spec``.
-
-    Returns:
-        ``(model, count)``; ``(None, 0)`` when no pooled model has that spec.
-    """
-    ids = [e.teacher_id for e in pool.entries() if e.spec == spec]
-    if not ids:
-        return None, 0
-    total: dict[str, np.ndarray] = {}
-    for tid in ids:  # one model in memory at a time
-        for name, array in pool.load_tensors(tid).items():
-            if array.dtype.kind == "f":
-                total[name] = total.get(name, 0) + array.astype(np.float64)
-            else:
-                total[name] = np.maximum(total.get(name, array), array)
-    model = build_model(spec)
-    state = {
-        k: torch.from_numpy(
-            np.asarray(v / len(ids), dtype=np.float32) if v.dtype.kind == "f" else np.asarray(v)
-        )
-        for k, v in total.items()
-    }
-    model.load_state_dict(state, strict=True)
-    return model, len(ids)
-
-
-def evaluate_methods(
-    result: Any, pool: ModelPool, config: FreeConfig, test_data: ClassImages
-) -> list[AccuracyRow]:
-    """Meta-test FREE (from its result, None when skipped) against Random init and Average."""
-    from free_common.evaluation import evaluate
-
-    ev = config.eval
+def comparison_candidates(
+    result: Any,
+    pool: ModelPool,
+    settings: FederationSettings,
+    config: FreeConfig,
+    val_data: ClassImages | None,
+) -> list[Candidate]:
+    """FREE (from its result; None when it did not train), Random, Average, the best owner."""
     spec = meta_learner_spec(config)
     if result is None:
-        rows = [AccuracyRow("FREE", {}, "not trained: no meta-val data")]
+        free = Candidate("FREE", None, None, "not trained: no meta-val data")
     else:
-        test = {int(k): (v["mean"], v["ci95"]) for k, v in result.test.items()}
-        rows = [AccuracyRow("FREE", test)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        from free_common.free.meta_learner import build_meta_learner
-
-        random_init = build_meta_learner(config.meta_learner)
-    average, count = average_of_pool(pool, spec)
-    candidates: list[tuple[str, Classifier | None, str]] = [
-        ("Random", random_init, "untrained initialisation"),
-        ("Average", average, f"mean of {count} {spec.arch} owners"),
+        free = Candidate(
+            "FREE", result.model, result.spec, f"best meta-val iteration {result.best_iteration}"
+        )
+    same = [e.teacher_id for e in pool.entries() if e.spec == spec]
+    candidates = [
+        free,
+        random_candidate(spec, config.seed),
+        average_candidate(_Subset(pool, same), spec),
     ]
-    for name, model, note in candidates:
-        shots: dict[int, tuple[float, float]] = {}
-        if model is not None:
-            for k in ev.shots:
-                logger.info(
-                    "meta-test %s, %d-way %d-shot, %d tasks", name, ev.n_way, k, ev.test_tasks
+    if settings.compare_best_owner and val_data is not None:
+        ev = config.eval
+        excluded = set(getattr(result, "excluded", {}) or {})
+        candidates.append(
+            best_owner_candidate(
+                _Subset(pool, [t for t in pool.ids() if t not in excluded]),
+                val_data,
+                spec,
+                n_way=ev.n_way,
+                k_shot=min(ev.shots),
+                q_query=ev.q_query,
+                n_tasks=settings.compare_val_tasks,
+                seed=ev.seed + 1,
+            )
+        )
+    return candidates
+
+
+class _Subset:
+    """A :class:`~free_common.free.teachers.TeacherSource` over some of a pool's ids."""
+
+    def __init__(self, pool: ModelPool, ids: list[str]) -> None:
+        self._pool, self._ids = pool, ids
+
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def load(self, teacher_id: str) -> Teacher:
+        return self._pool.load(teacher_id)
+
+
+def compare_methods(
+    candidates: list[Candidate],
+    settings: FederationSettings,
+    config: FreeConfig,
+    val_data: ClassImages | None,
+    test_data: ClassImages,
+) -> tuple[list[MethodResult], list[AccuracyRow]]:
+    """Meta-test every candidate on the same tasks; the report's rows (method x protocol).
+
+    Without meta-val data the tuned protocol cannot choose a rate: only ``published`` and
+    ``proto`` run then.
+    """
+    ev = config.eval
+    protocols = settings.compare_protocols
+    if val_data is None:
+        protocols = tuple(p for p in protocols if p != "tuned") or ("proto",)
+    ps = dataclasses.replace(
+        settings.protocol_settings(test_tasks=ev.test_tasks, test_seed=ev.seed),
+        protocols=protocols,
+    )
+    methods = compare(
+        candidates,
+        val_data if val_data is not None else test_data,  # unused without "tuned"
+        test_data,
+        n_way=ev.n_way,
+        shots=ev.shots,
+        q_query=ev.q_query,
+        settings=ps,
+    )
+    rows: list[AccuracyRow] = []
+    for protocol in PROTOCOLS:
+        if protocol not in protocols:
+            continue
+        for method in methods:
+            by_shot = method.results.get(protocol, {})
+            rows.append(
+                AccuracyRow(
+                    method.name,
+                    {k: (r.result.mean, r.result.ci95) for k, r in by_shot.items()},
+                    method.note,
+                    protocol=protocol,
+                    settings={
+                        k: ("" if r.lr is None else f"{r.head} head, lr {r.lr:g}")
+                        for k, r in by_shot.items()
+                    },
                 )
-                r = evaluate(
-                    model,
-                    test_data,
-                    n_way=ev.n_way,
-                    k_shot=k,
-                    q_query=ev.q_query,
-                    n_tasks=ev.test_tasks,
-                    mode="proto" if ev.mode == "proto" else "finetune",
-                    seed=ev.seed,
-                )
-                shots[k] = (r.mean, r.ci95)
-        rows.append(AccuracyRow(name, shots, note if model is not None else "no such owner"))
-    return rows
+            )
+    return methods, rows
 
 
 def server_signing_key(path: str, out_dir: Path) -> Ed25519PrivateKey:
@@ -401,12 +507,21 @@ def server_signing_key(path: str, out_dir: Path) -> Ed25519PrivateKey:
     return signing.load_private_key(pem)
 
 
-def export_meta_learner(
-    result: Any, out_dir: Path, *, signing_key: str = "", model_version: int = 1
+def export_model(
+    model: Classifier,
+    spec: ModelSpec,
+    out_dir: Path,
+    *,
+    signing_key: str = "",
+    model_version: int = 1,
+    selection: Verdict | None = None,
 ) -> dict[str, str]:
-    """Export the selected meta-learner as signed edge bundles (one per episode head).
+    """Export ``model`` as signed edge bundles (one per episode head).
 
     Uses :func:`free_common.export.export_bundle` (ONNX episode graph + signed manifest).
+    Every release is named ``free-<arch>`` so that edges see one model whose versions only
+    grow; ``selection`` (the meta-val comparison and which method's weights ship) is signed
+    into every manifest.
 
     Returns:
         ``{"<head>": bundle directory, "public_key": ...}``.
@@ -417,11 +532,12 @@ def export_meta_learner(
     out_dir.mkdir(parents=True, exist_ok=True)
     key = server_signing_key(signing_key, out_dir)
     paths: dict[str, str] = {}
-    name = f"free-{result.spec.arch}"
+    name = f"free-{spec.arch}"  # the release's name, whichever method's weights it carries
+    note = "" if selection is None else json.dumps(selection.to_dict(), sort_keys=True)
     for kind in HEAD_KINDS:
-        logger.info("exporting the meta-learner to ONNX (%s head)", kind)
-        request = ExportRequest(name, model_version, HeadConfig(kind))
-        paths[kind] = str(export_bundle(result.model, result.spec, request, key, out_dir))
+        logger.info("exporting %s to ONNX (%s head)", name, kind)
+        request = ExportRequest(name, model_version, HeadConfig(kind), selection_json=note)
+        paths[kind] = str(export_bundle(model, spec, request, key, out_dir))
     paths["public_key"] = signing.public_raw(key.public_key()).hex()
     return paths
 
@@ -529,30 +645,31 @@ def make_finisher(
     run_dir: Path,
     settings: FederationSettings,
     config: FreeConfig,
+    val_data: ClassImages | None,
     test_data: ClassImages | None,
     started: float,
 ) -> Finisher:
-    """The end of a run: evaluate FREE / Random / Average, write the report and the export.
+    """The end of a run: compare FREE with the baselines, write the report and the export.
 
-    Without meta-test data nothing is evaluated (the report says so); without a trained
-    meta-learner (no meta-val data) nothing is exported.
+    Without meta-test data nothing is evaluated (the report says so) and the export carries
+    FREE; without a trained meta-learner (no meta-val data) FREE is not exported (with
+    ``export.ship = "best"`` the best baseline is, when there was something to compare).
     """
 
     def finish(pool: ModelPool, result: Any, outcomes: list[RoundOutcome]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        rows = [] if test_data is None else evaluate_methods(result, pool, config, test_data)
+        candidates = comparison_candidates(result, pool, settings, config, val_data)
+        methods: list[MethodResult] = []
+        rows: list[AccuracyRow] = []
         if test_data is None:
             logger.warning(NOTHING_EVALUATED)
-        artefacts: dict[str, str] = {}
-        if settings.export and result is None:
-            logger.warning("export skipped: FREE did not train (no meta-val data)")
-        elif settings.export:
-            artefacts = export_meta_learner(
-                result,
-                run_dir / "export",
-                signing_key=settings.export_signing_key,
-                model_version=settings.export_model_version,
-            )
+        else:
+            methods, rows = compare_methods(candidates, settings, config, val_data, test_data)
+        judged = verdict(methods, settings.export_ship) if methods else None
+        if judged is not None:
+            margin = judged.free_margin
+            (logger.warning if margin is None or margin <= 0 else logger.info)(judged.line)
+        artefacts = _export(candidates, judged, settings, run_dir / "export")
         recovered = getattr(result, "recovered_images", None)
         learner = config.meta_learner
         data = ReportData(
@@ -567,7 +684,7 @@ def make_finisher(
             failures=[dataclasses.asdict(x) for x in pool.failures()],
             excluded={} if result is None else dict(result.excluded),
             timings={
-                "baseline evaluation": time.perf_counter() - t0,
+                "comparison and export": time.perf_counter() - t0,
                 "FREE inversion": 0.0 if result is None else float(result.inversion_seconds),
                 "total": time.time() - started,
             },
@@ -582,10 +699,12 @@ def make_finisher(
             },
             adapted=adapted_inputs(pool, config),
             nothing_evaluated="" if test_data is not None else NOTHING_EVALUATED,
+            verdict=None if judged is None else judged.to_dict(),
         )
         paths = write_report(data, run_dir / "report")
         return {
             "table": format_table(rows, config.eval.n_way) if rows else NOTHING_EVALUATED,
+            "verdict": None if judged is None else judged.to_dict(),
             "rows": [dataclasses.asdict(r) for r in rows],
             "report": {k: str(v) for k, v in paths.items()},
             "export": artefacts,
@@ -593,6 +712,30 @@ def make_finisher(
         }
 
     return finish
+
+
+def _export(
+    candidates: list[Candidate],
+    judged: Verdict | None,
+    settings: FederationSettings,
+    out_dir: Path,
+) -> dict[str, str]:
+    """Export what ships: the verdict's choice, else FREE; nothing when export is off."""
+    if not settings.export:
+        return {}
+    name = "FREE" if judged is None else judged.shipped
+    chosen = next(c for c in candidates if c.name == name)
+    if chosen.model is None or chosen.spec is None:
+        logger.warning("export skipped: %s has no model (%s)", name, chosen.note)
+        return {}
+    return export_model(
+        chosen.model,
+        chosen.spec,
+        out_dir,
+        signing_key=settings.export_signing_key,
+        model_version=settings.export_model_version,
+        selection=judged,
+    )
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -383,8 +383,8 @@ class FreeTrainer:
         scores: dict[str, float] = {}
         for teacher_id in self._accepted():
             teacher = self.cache.get(teacher_id)
-            if not isinstance(teacher.model, Classifier) or not _same_backbone(
-                teacher.spec, self.spec
+            if not isinstance(teacher.model, Classifier) or not teacher.spec.same_backbone(
+                self.spec
             ):
                 continue
             with torch.random.fork_rng(devices=[]):
@@ -532,16 +532,6 @@ class FreeTrainer:
         set_rng_state(saved["rng"]["global"])
         self.state = _RunState(**saved["run"])
         logger.info("resumed from %s at iteration %d", self.checkpoint_path, self.state.iteration)
-
-
-def _same_backbone(teacher: ModelSpec, learner: ModelSpec) -> bool:
-    """Whether a teacher's backbone weights fit the learner (everything but the head)."""
-    return (teacher.arch, teacher.width, teacher.in_channels, teacher.image_size) == (
-        learner.arch,
-        learner.width,
-        learner.in_channels,
-        learner.image_size,
-    ) and (teacher.mean, teacher.std) == (learner.mean, learner.std)
 
 
 def _cache_size(config: FreeConfig) -> int:

@@ -26,11 +26,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AccuracyRow:
-    """Meta-test accuracy of one method: ``shots[k] = (mean, ci95)`` as fractions."""
+    """Meta-test accuracy of one method under one protocol.
+
+    Attributes:
+        method: ``"FREE"``, ``"Random"``, ...
+        shots: ``shots[k] = (mean, ci95)`` as fractions.
+        note: what the method is (``"mean of 10 conv4 owners"``).
+        protocol: :mod:`free_common.protocols` name (``"tuned"``, ``"published"``,
+            ``"proto"``), or "" when the table has one protocol only.
+        settings: ``settings[k]``: the head start and rate used at ``k`` shots ("" for
+            the prototype head).
+    """
 
     method: str
     shots: dict[int, tuple[float, float]]
     note: str = ""
+    protocol: str = ""
+    settings: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +65,7 @@ class ReportData:
     data: dict[str, str] = field(default_factory=dict)
     adapted: list[str] = field(default_factory=list)
     nothing_evaluated: str = ""
+    verdict: dict[str, Any] | None = None
 
 
 def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
@@ -72,18 +85,35 @@ def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, floa
 
 
 def format_table(rows: Sequence[AccuracyRow], n_way: int) -> str:
-    """Markdown table: one row per method, one column per shot (percent, ± 95% CI)."""
+    """Markdown table: one row per method (and protocol), one column per shot (%, ± 95% CI)."""
     shots = sorted({k for r in rows for k in r.shots})
-    head = "| method | " + " | ".join(f"{n_way}-way {k}-shot" for k in shots) + " |"
-    lines = [head, "|---" * (len(shots) + 1) + "|"]
+    protocols = any(r.protocol for r in rows)
+    first = "| protocol | method | " if protocols else "| method | "
+    head = first + " | ".join(f"{n_way}-way {k}-shot" for k in shots) + " |"
+    lines = [head, "|---" * (len(shots) + 1 + protocols) + "|"]
     for r in rows:
         cells = [
             f"{100 * r.shots[k][0]:.2f} ± {100 * r.shots[k][1]:.2f}" if k in r.shots else "n/a"
             for k in shots
         ]
         name = f"{r.method} ({r.note})" if r.note else r.method
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lead = f"| {PROTOCOL_NAMES.get(r.protocol, r.protocol)} | " if protocols else "| "
+        lines.append(lead + f"{name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+PROTOCOL_NAMES = {
+    "tuned": "tuned",
+    "published": "lr 0.01",
+    "proto": "prototypes (device)",
+}
+"""How the table names each protocol (:data:`PROTOCOL_LEGEND` says what they are)."""
+
+PROTOCOL_LEGEND = (
+    "tuned: 10 fine-tuning steps at the rate and head start each method chose on meta-val; "
+    "lr 0.01: the published fixed rate; prototypes (device): nearest class centroid of the "
+    "features, no fine-tuning, what the exported prototype bundle runs"
+)
 
 
 def _plot_accuracy(data: ReportData, path: Path) -> None:
@@ -99,7 +129,8 @@ def _plot_accuracy(data: ReportData, path: Path) -> None:
         xs = [j + i * width for j, k in enumerate(shots) if k in row.shots]
         ys = [100 * row.shots[k][0] for k in shots if k in row.shots]
         es = [100 * row.shots[k][1] for k in shots if k in row.shots]
-        ax.bar(xs, ys, width, yerr=es, label=row.method, capsize=3)
+        label = f"{row.method}, {PROTOCOL_NAMES.get(row.protocol, row.protocol)}"
+        ax.bar(xs, ys, width, yerr=es, label=label if row.protocol else row.method, capsize=3)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shots))])
     ax.set_xticklabels([f"{data.n_way}-way {k}-shot" for k in shots])
     ax.set_ylabel("meta-test accuracy (%)")
@@ -171,7 +202,13 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
     record = asdict(data)
     record.pop("recovered")
     record["rows"] = [
-        {"method": r.method, "note": r.note, "shots": {str(k): v for k, v in r.shots.items()}}
+        {
+            "method": r.method,
+            "note": r.note,
+            "protocol": r.protocol,
+            "shots": {str(k): v for k, v in r.shots.items()},
+            "settings": {str(k): v for k, v in r.settings.items()},
+        }
         for r in data.rows
     ]
     paths["json"].write_text(json.dumps(record, indent=2, default=str))
@@ -185,11 +222,14 @@ def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
     if data.nothing_evaluated:
         lines += [f"**{data.nothing_evaluated[0].upper()}{data.nothing_evaluated[1:]}.**", ""]
     else:
+        if data.verdict:
+            lines += [f"**{data.verdict['line']}**", ""]
         lines += [
             f"Meta-test accuracy, {data.n_way}-way, mean ± 95% CI over {data.n_tasks} tasks:",
             "",
             format_table(data.rows, data.n_way),
             "",
+            *([PROTOCOL_LEGEND + ".", ""] if any(r.protocol for r in data.rows) else []),
             f"![accuracy]({paths['accuracy_plot'].name})",
             "",
         ]

@@ -154,15 +154,16 @@ def main(grid: Grid, context: Context) -> None:
         collect,
         run_dir=run_dir,
         val_data=val_data,
-        test_data=test_data,
         keys=key_registry_for(settings),
-        finish=make_finisher(run_dir, settings, free_config, test_data, started),
+        finish=make_finisher(run_dir, settings, free_config, val_data, test_data, started),
     )
+    judged = summary.get("verdict") or {}
     lines = [
         "",
         "FREE-Fed results (meta-test):",
         str(summary.get("table", NOTHING_EVALUATED)),
         "",
+        *([str(judged["line"]), ""] if judged else []),
         *(f"{k}: {v}" for k, v in dict(summary.get("report", {})).items()),
         *(f"export {k}: {v}" for k, v in dict(summary.get("export", {})).items()),
         f"summary: {run_dir / 'summary.json'}",

@@ -62,6 +62,8 @@ class ExportRequest:
         head: the episode head (prototype or Proto-MAML) and its settings.
         variant: label of this graph among the model's files; defaults to the head kind.
         limits: largest episode accepted.
+        selection_json: why this model ships (the server's meta-val comparison, JSON),
+            signed into the manifest; "" when none was made.
     """
 
     model_name: str
@@ -69,6 +71,7 @@ class ExportRequest:
     head: HeadConfig = field(default_factory=HeadConfig)
     variant: str = ""
     limits: ExportLimits = field(default_factory=ExportLimits)
+    selection_json: str = ""
 
     def __post_init__(self) -> None:
         """Check the name, variant and version."""
@@ -93,6 +96,7 @@ def _manifest(request: ExportRequest, spec: ModelSpec) -> export_pb2.ExportManif
         head=_HEAD_KIND[request.head.kind],
         batch_norm=export_pb2.BATCH_NORM_MODE_SUPPORT_STATS,
         model_spec_json=spec.to_json(),
+        selection_json=request.selection_json,
     )
     m.input.layout, m.input.dtype = "NCHW", "float32"
     m.input.channels, m.input.image_size = spec.in_channels, spec.image_size

@@ -60,6 +60,17 @@ class ModelSpec:
         if any(s <= 0 for s in self.std):
             raise SpecError(f"std must be positive, got {self.std!r}")
 
+    def same_backbone(self, other: ModelSpec) -> bool:
+        """Whether ``other``'s backbone weights fit this model's (everything but the head)."""
+        return (self.arch, self.width, self.in_channels, self.image_size, self.mean, self.std) == (
+            other.arch,
+            other.width,
+            other.in_channels,
+            other.image_size,
+            other.mean,
+            other.std,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = asdict(self)

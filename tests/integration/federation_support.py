@@ -15,7 +15,8 @@ BIN = Path(sys.executable).parent
 FAST = (
     'local.epochs=8 fed.arch-mix="conv4" free.iterations=2 free.eval.every=1 '
     "free.eval.val-tasks=4 free.eval.test-tasks=4 free.screening.steps=2 "
-    "free.screening.min-confidence=0.0 free.screening.min-accuracy=0.0 free.checkpoint-every=1"
+    "free.screening.min-confidence=0.0 free.screening.min-accuracy=0.0 free.checkpoint-every=1 "
+    "compare.val-tasks=4"
 )
 
 

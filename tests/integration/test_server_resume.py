@@ -47,7 +47,7 @@ WORKER = textwrap.dedent(
           "free.screening.min-accuracy": 0.0}
     settings = FederationSettings(demo_key_secret=SECRET, export=False)
     out = run_federation(settings, free_config_from_run_config(rc), collect, run_dir=run_dir,
-                         val_data=load_glyphs("val"), test_data=None,
+                         val_data=load_glyphs("val"),
                          keys=key_registry_for(settings), progress=False)
     print("DONE", json.dumps(out["pool"]))
     """

@@ -22,6 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
+from free_common.proto.v1 import export_pb2
+
 from .federation_support import FAST, REPO, processes_mentioning, run_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -48,14 +50,21 @@ def test_run_main_small_federation(small_run: SmallRun) -> None:
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert "FREE-Fed results (meta-test)" in log
-    assert "| FREE |" in log and "| Random (" in log and "| Average (" in log
+    for protocol in ("tuned", "prototypes (device)"):
+        for method in ("FREE", "Random", "Average", "Best owner"):
+            assert f"| {protocol} | {method} (" in log
     out = run_dir / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pool"]["models"] == 8
     assert summary["settings"]["min_nodes"] == 4  # run_main's own key survives the user's fed.*
     assert [len(r["accepted"]) for r in summary["rounds"]] == [4, 4]
     assert "resumed from" in log
-    assert [r["method"] for r in summary["rows"]] == ["FREE", "Random", "Average"]
+    methods = ["FREE", "Random", "Average", "Best owner"]
+    assert [(r["protocol"], r["method"]) for r in summary["rows"]] == [
+        (p, m) for p in ("tuned", "proto") for m in methods
+    ]
+    verdict = summary["verdict"]
+    assert verdict["line"] in log and verdict["line"] in (out / "RESULT.txt").read_text()
     for key in ("markdown", "json", "accuracy_plot"):
         assert Path(summary["report"][key]).stat().st_size > 0
     for head in ("proto", "protomaml"):  # signed ONNX bundles for the edge
@@ -63,6 +72,8 @@ def test_run_main_small_federation(small_run: SmallRun) -> None:
         assert {"model.onnx", "manifest.binpb", "manifest.sig"} <= {
             p.name for p in bundle.iterdir()
         }
+        manifest = export_pb2.ExportManifest.FromString((bundle / "manifest.binpb").read_bytes())
+        assert json.loads(manifest.selection_json) == verdict  # signed: why this model ships
     with sqlite3.connect(out / "pool" / "pool.db") as db:
         owners = {r[0] for r in db.execute("SELECT owner_id FROM models")}
         signed = {r[0] for r in db.execute("SELECT signed_by FROM models")}

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!free_common/proto/v1/export.proto\x12\x14\x66ree_common.proto.v1\"v\n\tInputSpec\x12\x0e\n\x06layout\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x11\n\tpixel_min\x18\x04 \x01(\x02\x12\x11\n\tpixel_max\x18\x05 \x01(\x02\x12\r\n\x05\x64type\x18\x06 \x01(\t\"<\n\rNormalisation\x12\x10\n\x08in_graph\x18\x01 \x01(\x08\x12\x0c\n\x04mean\x18\x02 \x03(\x02\x12\x0b\n\x03std\x18\x03 \x03(\x02\"m\n\x08Versions\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\r\n\x05torch\x18\x02 \x01(\t\x12\x0c\n\x04onnx\x18\x03 \x01(\t\x12\r\n\x05opset\x18\x04 \x01(\r\x12\x12\n\nir_version\x18\x05 \x01(\r\x12\x10\n\x08\x65xporter\x18\x06 \x01(\t\"T\n\x06Limits\x12\x10\n\x08max_ways\x18\x01 \x01(\r\x12\x11\n\tmax_shots\x18\x02 \x01(\r\x12\x13\n\x0bmax_queries\x18\x03 \x01(\r\x12\x10\n\x08min_ways\x18\x04 \x01(\r\"2\n\nAdaptation\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x15\n\rlearning_rate\x18\x02 \x01(\x02\"\xcc\x04\n\x0e\x45xportManifest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\x12\x13\n\x0bonnx_sha256\x18\x05 \x01(\t\x12\x11\n\tonnx_size\x18\x06 \x01(\x04\x12.\n\x05input\x18\x07 \x01(\x0b\x32\x1f.free_common.proto.v1.InputSpec\x12:\n\rnormalisation\x18\x08 \x01(\x0b\x32#.free_common.proto.v1.Normalisation\x12\x30\n\x08versions\x18\t \x01(\x0b\x32\x1e.free_common.proto.v1.Versions\x12,\n\x04head\x18\n \x01(\x0e\x32\x1e.free_common.proto.v1.HeadKind\x12\x37\n\nbatch_norm\x18\x0b \x01(\x0e\x32#.free_common.proto.v1.BatchNormMode\x12,\n\x06limits\x18\x0c \x01(\x0b\x32\x1c.free_common.proto.v1.Limits\x12\x34\n\nadaptation\x18\r \x01(\x0b\x32 .free_common.proto.v1.Adaptation\x12\x17\n\x0f\x63reated_unix_ms\x18\x0e \x01(\x03\x12\x0e\n\x06key_id\x18\x0f \x01(\t\x12\x17\n\x0fmodel_spec_json\x18\x10 \x01(\t\x12\x13\n\x0blogit_scale\x18\x11 \x01(\x02\"E\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t*X\n\x08HeadKind\x12\x19\n\x15HEAD_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13HEAD_KIND_PROTOTYPE\x10\x01\x12\x18\n\x14HEAD_KIND_PROTO_MAML\x10\x02*v\n\rBatchNormMode\x12\x1f\n\x1b\x42\x41TCH_NORM_MODE_UNSPECIFIED\x10\x00\x12!\n\x1d\x42\x41TCH_NORM_MODE_SUPPORT_STATS\x10\x01\x12!\n\x1d\x42\x41TCH_NORM_MODE_RUNNING_STATS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!free_common/proto/v1/export.proto\x12\x14\x66ree_common.proto.v1\"v\n\tInputSpec\x12\x0e\n\x06layout\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x11\n\tpixel_min\x18\x04 \x01(\x02\x12\x11\n\tpixel_max\x18\x05 \x01(\x02\x12\r\n\x05\x64type\x18\x06 \x01(\t\"<\n\rNormalisation\x12\x10\n\x08in_graph\x18\x01 \x01(\x08\x12\x0c\n\x04mean\x18\x02 \x03(\x02\x12\x0b\n\x03std\x18\x03 \x03(\x02\"m\n\x08Versions\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\r\n\x05torch\x18\x02 \x01(\t\x12\x0c\n\x04onnx\x18\x03 \x01(\t\x12\r\n\x05opset\x18\x04 \x01(\r\x12\x12\n\nir_version\x18\x05 \x01(\r\x12\x10\n\x08\x65xporter\x18\x06 \x01(\t\"T\n\x06Limits\x12\x10\n\x08max_ways\x18\x01 \x01(\r\x12\x11\n\tmax_shots\x18\x02 \x01(\r\x12\x13\n\x0bmax_queries\x18\x03 \x01(\r\x12\x10\n\x08min_ways\x18\x04 \x01(\r\"2\n\nAdaptation\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x15\n\rlearning_rate\x18\x02 \x01(\x02\"\xe4\x04\n\x0e\x45xportManifest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\x12\x13\n\x0bonnx_sha256\x18\x05 \x01(\t\x12\x11\n\tonnx_size\x18\x06 \x01(\x04\x12.\n\x05input\x18\x07 \x01(\x0b\x32\x1f.free_common.proto.v1.InputSpec\x12:\n\rnormalisation\x18\x08 \x01(\x0b\x32#.free_common.proto.v1.Normalisation\x12\x30\n\x08versions\x18\t \x01(\x0b\x32\x1e.free_common.proto.v1.Versions\x12,\n\x04head\x18\n \x01(\x0e\x32\x1e.free_common.proto.v1.HeadKind\x12\x37\n\nbatch_norm\x18\x0b \x01(\x0e\x32#.free_common.proto.v1.BatchNormMode\x12,\n\x06limits\x18\x0c \x01(\x0b\x32\x1c.free_common.proto.v1.Limits\x12\x34\n\nadaptation\x18\r \x01(\x0b\x32 .free_common.proto.v1.Adaptation\x12\x17\n\x0f\x63reated_unix_ms\x18\x0e \x01(\x03\x12\x0e\n\x06key_id\x18\x0f \x01(\t\x12\x17\n\x0fmodel_spec_json\x18\x10 \x01(\t\x12\x13\n\x0blogit_scale\x18\x11 \x01(\x02\x12\x16\n\x0eselection_json\x18\x12 \x01(\t\"E\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t*X\n\x08HeadKind\x12\x19\n\x15HEAD_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13HEAD_KIND_PROTOTYPE\x10\x01\x12\x18\n\x14HEAD_KIND_PROTO_MAML\x10\x02*v\n\rBatchNormMode\x12\x1f\n\x1b\x42\x41TCH_NORM_MODE_UNSPECIFIED\x10\x00\x12!\n\x1d\x42\x41TCH_NORM_MODE_SUPPORT_STATS\x10\x01\x12!\n\x1d\x42\x41TCH_NORM_MODE_RUNNING_STATS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'free_common.proto.v1.export_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEADKIND']._serialized_start=1152
-  _globals['_HEADKIND']._serialized_end=1240
-  _globals['_BATCHNORMMODE']._serialized_start=1242
-  _globals['_BATCHNORMMODE']._serialized_end=1360
+  _globals['_HEADKIND']._serialized_start=1176
+  _globals['_HEADKIND']._serialized_end=1264
+  _globals['_BATCHNORMMODE']._serialized_start=1266
+  _globals['_BATCHNORMMODE']._serialized_end=1384
   _globals['_INPUTSPEC']._serialized_start=59
   _globals['_INPUTSPEC']._serialized_end=177
   _globals['_NORMALISATION']._serialized_start=179
@@ -46,7 +46,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADAPTATION']._serialized_start=438
   _globals['_ADAPTATION']._serialized_end=488
   _globals['_EXPORTMANIFEST']._serialized_start=491
-  _globals['_EXPORTMANIFEST']._serialized_end=1079
-  _globals['_SIGNEDMANIFEST']._serialized_start=1081
-  _globals['_SIGNEDMANIFEST']._serialized_end=1150
+  _globals['_EXPORTMANIFEST']._serialized_end=1103
+  _globals['_SIGNEDMANIFEST']._serialized_start=1105
+  _globals['_SIGNEDMANIFEST']._serialized_end=1174
 # @@protoc_insertion_point(module_scope)

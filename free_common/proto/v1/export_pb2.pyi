@@ -262,6 +262,7 @@ class ExportManifest(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     MODEL_SPEC_JSON_FIELD_NUMBER: _builtins.int
     LOGIT_SCALE_FIELD_NUMBER: _builtins.int
+    SELECTION_JSON_FIELD_NUMBER: _builtins.int
     schema_version: _builtins.int
     """1"""
     model_name: _builtins.str
@@ -283,6 +284,10 @@ class ExportManifest(_message.Message):
     """ModelSpec.to_json() of the backbone"""
     logit_scale: _builtins.float
     """inverse temperature of the head's logits"""
+    selection_json: _builtins.str
+    """Why this model ships: the server's meta-val comparison of FREE with the baselines
+    (JSON: best, shipped, meta_val scores, free_margin, line); "" when none was made.
+    """
     @_builtins.property
     def input(self) -> Global___InputSpec: ...
     @_builtins.property
@@ -313,10 +318,11 @@ class ExportManifest(_message.Message):
         key_id: _builtins.str = ...,
         model_spec_json: _builtins.str = ...,
         logit_scale: _builtins.float = ...,
+        selection_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["adaptation", b"adaptation", "input", b"input", "limits", b"limits", "normalisation", b"normalisation", "versions", b"versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptation", b"adaptation", "batch_norm", b"batch_norm", "created_unix_ms", b"created_unix_ms", "head", b"head", "input", b"input", "key_id", b"key_id", "limits", b"limits", "logit_scale", b"logit_scale", "model_name", b"model_name", "model_spec_json", b"model_spec_json", "model_version", b"model_version", "normalisation", b"normalisation", "onnx_sha256", b"onnx_sha256", "onnx_size", b"onnx_size", "schema_version", b"schema_version", "variant", b"variant", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptation", b"adaptation", "batch_norm", b"batch_norm", "created_unix_ms", b"created_unix_ms", "head", b"head", "input", b"input", "key_id", b"key_id", "limits", b"limits", "logit_scale", b"logit_scale", "model_name", b"model_name", "model_spec_json", b"model_spec_json", "model_version", b"model_version", "normalisation", b"normalisation", "onnx_sha256", b"onnx_sha256", "onnx_size", b"onnx_size", "schema_version", b"schema_version", "selection_json", b"selection_json", "variant", b"variant", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,9 +93,8 @@ def _run(tmp_path: Path, specs: list[ModelSpec], val: bool, test: bool, **settin
         _collect_specs(specs),
         run_dir=tmp_path,
         val_data=val_data,
-        test_data=test_data,
         keys=None,
-        finish=make_finisher(tmp_path, s, config, test_data, 0.0),
+        finish=make_finisher(tmp_path, s, config, val_data, test_data, 0.0),
         progress=False,
     )
 
@@ -103,11 +102,12 @@ def _run(tmp_path: Path, specs: list[ModelSpec], val: bool, test: bool, **settin
 def test_other_inputs_train_with_the_rest_and_the_report_names_them(tmp_path: Path) -> None:
     """A grey 16 px meta-learner; owners at RGB 24 px and grey 20 px are adapted, 72 px refused."""
     specs = [_spec(), _spec(3, 24), _spec(1, 20), _spec(1, 72)]
-    summary = _run(tmp_path, specs, val=True, test=True, export=False)
+    summary = _run(tmp_path, specs, val=True, test=True, export=False, compare_val_tasks=2)
     assert summary["pool"]["models"] == 3
     rejected = summary["rounds"][0]["rejected"]
     assert list(rejected.values()) == ["input"]
-    assert [r["method"] for r in summary["rows"]] == ["FREE", "Random", "Average"]
+    methods = ["FREE", "Random", "Average", "Best owner"]
+    assert [r["method"] for r in summary["rows"]] == methods * 2  # tuned, then prototypes
     report = Path(summary["report"]["markdown"]).read_text()
     assert "## Inputs adapted to the meta-learner's" in report
     assert "(owner-001): 3x24x24 -> 1x16x16" in report
@@ -136,10 +136,12 @@ def test_without_meta_val_data_free_is_skipped_and_the_pool_kept(
     assert not (tmp_path / "free").exists() and summary["export"] == {}
     assert summary["best_iteration"] is None
     assert "FREE skipped: no meta-val data (data.val = none)" in caplog.text
-    assert "export skipped: FREE did not train" in caplog.text
+    assert "export skipped: FREE has no model (not trained: no meta-val data)" in caplog.text
     free, *baselines = summary["rows"]
     assert free["note"] == "not trained: no meta-val data" and free["shots"] == {}
+    # without meta-val no rate can be tuned and no owner chosen: prototypes only
     assert [r["method"] for r in baselines] == ["Random", "Average"]
+    assert {r["protocol"] for r in summary["rows"]} == {"proto"} and summary["verdict"] is None
     assert json.loads((tmp_path / "report" / "report.json").read_text())["rows"][0]["shots"] == {}
 
 

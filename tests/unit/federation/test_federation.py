@@ -52,7 +52,9 @@ def _collector(calls: list[int], fail_round: int = 0):  # type: ignore[no-untype
 
 
 def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
-    settings = FederationSettings(num_rounds=2, min_replies=2, demo_key_secret=SECRET, export=False)
+    settings = FederationSettings(
+        num_rounds=2, min_replies=2, demo_key_secret=SECRET, export=False, compare_val_tasks=2
+    )
     config = FreeConfig.preset("test")
     val, test = _split("val"), _split("test")
     calls: list[int] = []
@@ -62,17 +64,25 @@ def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
         _collector(calls),
         run_dir=tmp_path,
         val_data=val,
-        test_data=test,
         keys=key_registry_for(settings),
-        finish=make_finisher(tmp_path, settings, config, test, 0.0),
+        finish=make_finisher(tmp_path, settings, config, val, test, 0.0),
         progress=False,
     )
     assert calls == [1, 2]
     assert summary["pool"]["models"] == 6
-    methods = [r["method"] for r in summary["rows"]]
-    assert methods == ["FREE", "Random", "Average"]
+    methods = ["FREE", "Random", "Average", "Best owner"]
+    rows = [(r["protocol"], r["method"]) for r in summary["rows"]]
+    assert rows == [("tuned", m) for m in methods] + [("proto", m) for m in methods]
+    tuned = {r["method"]: r for r in summary["rows"] if r["protocol"] == "tuned"}
     assert all(r["shots"] for r in summary["rows"])
-    assert Path(summary["report"]["markdown"]).exists()
+    # two 5-class owners share the learner's spec (averaged); all six its backbone
+    assert tuned["Average"]["note"] == "mean of 2 conv4 owners"
+    assert tuned["Best owner"]["note"].endswith("best of 6 conv4 owners on meta-val")
+    assert all(" head, lr " in v for v in tuned["FREE"]["settings"].values())
+    verdict = summary["verdict"]
+    assert set(verdict["meta_val"]) == set(methods)
+    assert verdict["best"] == max(verdict["meta_val"], key=verdict["meta_val"].get)
+    assert verdict["line"] in Path(summary["report"]["markdown"]).read_text()
     assert (tmp_path / "free" / "checkpoints" / "latest.pt").exists()
     # a restarted server asks nobody again and resumes from the checkpoint
     again = run_federation(
@@ -81,7 +91,6 @@ def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
         _collector(calls),
         run_dir=tmp_path,
         val_data=val,
-        test_data=None,
         keys=key_registry_for(settings),
         progress=False,
     )
@@ -98,7 +107,6 @@ def test_too_few_replies_stop_the_run(tmp_path: Path) -> None:
             _collector([], fail_round=1),
             run_dir=tmp_path,
             val_data=_split("val"),
-            test_data=None,
             keys=None,
             progress=False,
         )

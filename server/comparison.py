@@ -1,0 +1,256 @@
+"""FREE beside what the pool gives for free, on the same tasks, and the choice of what ships.
+
+The main job meta-tests four initialisations under the same protocols
+(:mod:`free_common.protocols`):
+
+- **FREE**: the meta-learner that FREE selected on meta-val.
+- **Random**: the meta-learner's architecture, untrained
+  (:func:`server.baselines.random_initialisation`).
+- **Average**: the plain mean of the pooled models that share the meta-learner's spec
+  (:func:`server.baselines.average_teachers`, FedAvg of one round).
+- **Best owner**: the single pooled model with the meta-learner's backbone whose features
+  score best on meta-val with the nearest-centroid rule, the baseline a practitioner tries
+  first. Only the learner's backbone competes, so whatever ships has the architecture, input
+  and on-device cost that the edge budget was measured for.
+
+Before export the server compares them on meta-val (the tuned protocol's best grid point,
+averaged over the evaluated shots; never meta-test) and says which is best and by how much
+(:func:`verdict`); ``export.ship`` decides whether the export carries FREE anyway or the
+best of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from free_common.data.base import ClassImages
+from free_common.evaluation import evaluate
+from free_common.free.teachers import TeacherSource
+from free_common.models import Classifier, ModelSpec
+from free_common.protocols import ProtocolResult, ProtocolSettings, TaskSetting, meta_test
+from server.baselines import BaselineError, average_teachers, random_initialisation
+
+__all__ = [
+    "SHIP_CHOICES",
+    "Candidate",
+    "MethodResult",
+    "Verdict",
+    "average_candidate",
+    "best_owner_candidate",
+    "compare",
+    "random_candidate",
+    "verdict",
+]
+
+logger = logging.getLogger(__name__)
+
+SHIP_CHOICES: tuple[str, ...] = ("best", "free")
+"""``export.ship``: the best method on meta-val, or FREE whatever the comparison says."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One initialisation under comparison.
+
+    Attributes:
+        name: ``"FREE"``, ``"Random"``, ``"Average"`` or ``"Best owner"``.
+        model: the classifier (never modified), or None when the pool cannot provide it.
+        spec: its model spec (what an export of it declares).
+        note: one line on what it is (``"mean of 10 conv4 owners"``) or why it is missing.
+    """
+
+    name: str
+    model: Classifier | None
+    spec: ModelSpec | None
+    note: str
+
+
+@dataclass
+class MethodResult:
+    """One candidate's meta-test results and meta-val score.
+
+    Attributes:
+        name: the candidate's name.
+        note: the candidate's note.
+        results: ``results[protocol][k_shot]`` on the meta-test tasks.
+        val_score: mean over shots of the tuned protocol's best meta-val accuracy (the
+            comparison that decides what ships); None without the tuned protocol.
+    """
+
+    name: str
+    note: str
+    results: dict[str, dict[int, ProtocolResult]] = field(default_factory=dict)
+    val_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which candidate is best on meta-val and what ships.
+
+    Attributes:
+        best: the best candidate's name on meta-val.
+        shipped: the candidate whose model the export carries.
+        scores: meta-val score per candidate (fractions).
+        free_margin: FREE's score minus the best other candidate's (negative when FREE
+            loses); None when FREE was not evaluated.
+        line: the one line that the run prints, the report heads and the manifest carries.
+    """
+
+    best: str
+    shipped: str
+    scores: dict[str, float]
+    free_margin: float | None
+    line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (signed into the export manifest)."""
+        return {
+            "best": self.best,
+            "shipped": self.shipped,
+            "meta_val": {k: round(v, 4) for k, v in self.scores.items()},
+            "free_margin": None if self.free_margin is None else round(self.free_margin, 4),
+            "line": self.line,
+        }
+
+
+def average_candidate(teachers: TeacherSource, spec: ModelSpec) -> Candidate:
+    """FedAvg of the pooled models with the meta-learner's spec (loaded one at a time)."""
+    same = (teachers.load(t) for t in teachers.ids())
+    try:
+        model, count = average_teachers(same, spec)
+    except BaselineError:
+        return Candidate("Average", None, None, f"no {spec.arch} owner with the learner's spec")
+    return Candidate("Average", model, spec, f"mean of {count} {spec.arch} owners")
+
+
+def best_owner_candidate(
+    teachers: TeacherSource,
+    val: ClassImages,
+    learner: ModelSpec,
+    *,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    n_tasks: int,
+    seed: int,
+    device: torch.device | str | None = None,
+) -> Candidate:
+    """The pooled model with ``learner``'s backbone that classifies meta-val tasks best.
+
+    Models are scored by nearest-centroid accuracy on the same ``n_tasks`` meta-val tasks.
+    The winner keeps its own head (its spec may differ from ``learner``'s in class count).
+    """
+    scores: dict[str, float] = {}
+    for teacher_id in teachers.ids():
+        teacher = teachers.load(teacher_id)
+        if not teacher.spec.same_backbone(learner) or not isinstance(teacher.model, Classifier):
+            continue
+        scores[teacher_id] = evaluate(
+            teacher.model,
+            val,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_query=q_query,
+            n_tasks=n_tasks,
+            mode="proto",
+            seed=seed,
+            device=device,
+        ).mean
+    if not scores:
+        return Candidate("Best owner", None, None, f"no owner model with a {learner.arch} backbone")
+    best = max(scores, key=lambda k: scores[k])
+    teacher = teachers.load(best)
+    assert isinstance(teacher.model, Classifier)
+    note = f"{best}, best of {len(scores)} {learner.arch} owners on meta-val"
+    logger.info("best owner: %s (meta-val nearest centroid %.4f)", note, scores[best])
+    return Candidate("Best owner", teacher.model, teacher.spec, note)
+
+
+def random_candidate(spec: ModelSpec, seed: int) -> Candidate:
+    """The meta-learner's architecture, freshly initialised from ``seed``."""
+    return Candidate("Random", random_initialisation(spec, seed), spec, "untrained initialisation")
+
+
+def compare(
+    candidates: Sequence[Candidate],
+    val: ClassImages,
+    test: ClassImages,
+    *,
+    n_way: int,
+    shots: Sequence[int],
+    q_query: int,
+    settings: ProtocolSettings,
+    device: torch.device | str | None = None,
+) -> list[MethodResult]:
+    """Meta-test every candidate under ``settings.protocols`` on the same tasks.
+
+    Returns:
+        One :class:`MethodResult` per candidate, in order (empty results when its model
+        is None).
+    """
+    out: list[MethodResult] = []
+    for cand in candidates:
+        method = MethodResult(cand.name, cand.note)
+        out.append(method)
+        if cand.model is None:
+            continue
+        vals: list[float] = []
+        for k in shots:
+            logger.info(
+                "meta-test %s, %d-way %d-shot (%s), %d tasks",
+                cand.name,
+                n_way,
+                k,
+                ", ".join(settings.protocols),
+                settings.test_tasks,
+            )
+            setting = TaskSetting(n_way, k, q_query)
+            results = meta_test(cand.model, val, test, setting, settings, device=device)
+            for protocol, result in results.items():
+                method.results.setdefault(protocol, {})[k] = result
+            if "tuned" in results:
+                vals.append(max(v for row in results["tuned"].val.values() for v in row.values()))
+        method.val_score = float(np.mean(vals)) if vals else None
+    return out
+
+
+def verdict(methods: Sequence[MethodResult], ship: str = "best") -> Verdict | None:
+    """Which method is best on meta-val, FREE's margin, and what ``ship`` exports.
+
+    Returns:
+        None when no method has a meta-val score (no tuned protocol, nothing evaluated).
+
+    Raises:
+        ValueError: ``ship`` not in :data:`SHIP_CHOICES`.
+    """
+    if ship not in SHIP_CHOICES:
+        raise ValueError(f"export.ship must be one of {', '.join(SHIP_CHOICES)}, got {ship!r}")
+    scores = {m.name: m.val_score for m in methods if m.val_score is not None}
+    if not scores:
+        return None
+    best = max(scores, key=lambda k: scores[k])
+    others = {k: v for k, v in scores.items() if k != "FREE"}
+    margin = scores["FREE"] - max(others.values()) if "FREE" in scores and others else None
+    shipped = "FREE" if ship == "free" and "FREE" in scores else best
+    if margin is None:
+        line = f"meta-val: {best} is best ({100 * scores[best]:.2f}%); FREE was not evaluated"
+    elif margin > 0:
+        rival = max(others, key=lambda k: others[k])
+        line = (
+            f"meta-val: FREE is best, {100 * margin:+.2f} points over {rival} "
+            f"({100 * scores['FREE']:.2f}% vs {100 * others[rival]:.2f}%)"
+        )
+    else:
+        line = (
+            f"WARNING: FREE IS NOT THE BEST MODEL ON META-VAL: {best} "
+            f"{100 * scores[best]:.2f}% vs FREE {100 * scores['FREE']:.2f}% "
+            f"({100 * margin:+.2f} points)"
+        )
+    line += f"; the export ships {shipped} (export.ship={ship})"
+    return Verdict(best, shipped, {k: float(v) for k, v in scores.items()}, margin, line)

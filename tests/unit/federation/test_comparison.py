@@ -1,0 +1,134 @@
+"""The main job's comparison: one Average, the best owner, the meta-val verdict and the switch."""
+
+import pytest
+import torch
+
+from free_common.free.teachers import InMemoryTeachers, Teacher
+from free_common.models import ModelSpec, build_model
+from free_common.protocols import ProtocolSettings
+from server.comparison import (
+    MethodResult,
+    average_candidate,
+    best_owner_candidate,
+    compare,
+    random_candidate,
+    verdict,
+)
+from tests.unit.core.test_evaluation import blob_split
+
+SPEC = ModelSpec("conv4", image_size=16, width=4, num_classes=4)
+
+
+def _teacher(teacher_id: str, seed: int, spec: ModelSpec = SPEC, scale: float = 1.0) -> Teacher:
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    keys = tuple(f"{teacher_id}/{c}" for c in range(spec.num_classes))
+    return Teacher(teacher_id, spec, model, keys)
+
+
+def test_average_is_the_elementwise_mean_of_the_learners_spec_only() -> None:
+    a, b = _teacher("a", 1), _teacher("b", 2)
+    other = _teacher("c", 3, ModelSpec("conv4", image_size=16, width=8, num_classes=4))
+    cand = average_candidate(InMemoryTeachers([a, b, other]), SPEC)
+    assert cand.model is not None and cand.note == "mean of 2 conv4 owners"
+    got = cand.model.state_dict()
+    for name, value in a.model.state_dict().items():
+        if value.is_floating_point() and "running" not in name:
+            want = (value.double() + b.model.state_dict()[name].double()) / 2
+            torch.testing.assert_close(got[name].double(), want, rtol=0, atol=1e-6)
+    # the average of identical models is that model
+    same = average_candidate(InMemoryTeachers([a, _teacher("a2", 1)]), SPEC)
+    assert same.model is not None
+    for name, value in a.model.named_parameters():
+        torch.testing.assert_close(same.model.state_dict()[name], value.detach())
+
+
+def test_no_owner_with_the_learners_spec_gives_a_missing_average_that_says_why() -> None:
+    other = _teacher("c", 3, ModelSpec("conv4", image_size=16, width=8, num_classes=4))
+    cand = average_candidate(InMemoryTeachers([other]), SPEC)
+    assert cand.model is None and "no conv4 owner" in cand.note
+
+
+def test_best_owner_is_the_best_nearest_centroid_score_among_the_learners_backbones() -> None:
+    data = blob_split(num_classes=4, per_class=6)
+    dead = _teacher("dead", 1, scale=0.0)  # constant features: chance accuracy
+    alive = _teacher("alive", 2)
+    wide = _teacher("wide", 3, ModelSpec("conv4", image_size=16, width=8, num_classes=4))
+    source = InMemoryTeachers([dead, alive, wide])
+    kwargs = {"n_way": 4, "k_shot": 1, "q_query": 2, "n_tasks": 4, "seed": 0}
+    cand = best_owner_candidate(source, data, SPEC, **kwargs)  # type: ignore[arg-type]
+    assert cand.name == "Best owner" and cand.note.startswith("alive, best of 2 conv4")
+    assert cand.model is alive.model
+    none = best_owner_candidate(InMemoryTeachers([wide]), data, SPEC, **kwargs)  # type: ignore[arg-type]
+    assert none.model is None
+
+
+def test_compare_runs_every_protocol_on_the_same_tasks_and_scores_on_meta_val() -> None:
+    data = blob_split(num_classes=4, per_class=6)
+    settings = ProtocolSettings(
+        test_tasks=3, val_tasks=2, lrs=(0.01, 0.1), heads=("zero",), protocols=("tuned", "proto")
+    )
+    cands = [random_candidate(SPEC, 0), average_candidate(InMemoryTeachers([]), SPEC)]
+    random_row, missing = compare(
+        cands, data, data, n_way=4, shots=(1, 2), q_query=2, settings=settings
+    )
+    assert set(random_row.results) == {"tuned", "proto"}
+    assert set(random_row.results["tuned"]) == {1, 2}
+    best_val = [
+        max(v for row in random_row.results["tuned"][k].val.values() for v in row.values())
+        for k in (1, 2)
+    ]
+    assert random_row.val_score == pytest.approx(sum(best_val) / 2)
+    assert missing.results == {} and missing.val_score is None
+
+
+def _scores(**scores: float) -> list[MethodResult]:
+    return [MethodResult(name.replace("_", " "), "", {}, s) for name, s in scores.items()]
+
+
+def test_a_free_that_wins_ships_and_says_by_how_much() -> None:
+    v = verdict(_scores(FREE=0.70, Random=0.60, Average=0.65))
+    assert v is not None and v.best == v.shipped == "FREE"
+    assert v.free_margin == pytest.approx(0.05)
+    assert v.line.startswith("meta-val: FREE is best, +5.00 points over Average")
+
+
+def test_a_free_that_loses_is_said_in_one_line_and_the_switch_decides_what_ships() -> None:
+    methods = _scores(FREE=0.60, Random=0.62, Best_owner=0.70)
+    best = verdict(methods, "best")
+    assert best is not None and best.best == best.shipped == "Best owner"
+    assert best.free_margin == pytest.approx(-0.10)
+    assert best.line.startswith("WARNING: FREE IS NOT THE BEST MODEL ON META-VAL: Best owner")
+    assert best.line.endswith("the export ships Best owner (export.ship=best)")
+    anyway = verdict(methods, "free")
+    assert anyway is not None and anyway.best == "Best owner" and anyway.shipped == "FREE"
+    assert anyway.to_dict()["meta_val"] == {"FREE": 0.6, "Random": 0.62, "Best owner": 0.7}
+
+
+def test_no_scores_no_verdict_and_a_bad_switch_is_refused() -> None:
+    assert verdict([MethodResult("FREE", "")]) is None
+    with pytest.raises(ValueError, match="export.ship"):
+        verdict(_scores(FREE=0.5), "latest")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("export.ship", "latest"),
+        ("compare.lrs", "fast"),
+        ("compare.lrs", "0.1,-1"),
+        ("compare.protocols", "tuned,fixed"),
+        ("compare.heads", "wide"),
+        ("compare.val-tasks", 0),
+    ],
+)
+def test_bad_comparison_settings_are_refused_when_the_run_config_is_read(
+    key: str, value: object
+) -> None:
+    from server.federation import FederationSettings, SettingsError
+
+    with pytest.raises(SettingsError):
+        FederationSettings.from_run_config({key: value})
