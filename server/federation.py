@@ -31,7 +31,14 @@ from free_common.models import Classifier, ModelSpec, build_model
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import demo_private_key
 from server.pool import ModelPool
-from server.report import AccuracyRow, ReportData, format_table, meta_val_curve, write_report
+from server.report import (
+    AccuracyRow,
+    ReportData,
+    format_table,
+    meta_val_curve,
+    owner_story,
+    write_report,
+)
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
 from server.validation import KeyRegistry, Limits, Validator
 
@@ -566,6 +573,13 @@ def make_finisher(
             rejections=[dataclasses.asdict(x) for x in pool.rejections()],
             failures=[dataclasses.asdict(x) for x in pool.failures()],
             excluded={} if result is None else dict(result.excluded),
+            owners=[]
+            if result is None
+            else owner_story(
+                [dataclasses.asdict(e) for e in pool.entries()],
+                getattr(result, "screening", {}),
+                result.history,
+            ),
             timings={
                 "baseline evaluation": time.perf_counter() - t0,
                 "FREE inversion": 0.0 if result is None else float(result.inversion_seconds),

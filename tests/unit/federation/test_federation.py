@@ -1,5 +1,6 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,11 @@ def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
     methods = [r["method"] for r in summary["rows"]]
     assert methods == ["FREE", "Random", "Average"]
     assert all(r["shots"] for r in summary["rows"])
-    assert Path(summary["report"]["markdown"]).exists()
+    report = json.loads(Path(summary["report"]["json"]).read_text())
+    owners = report["owners"]
+    assert len(owners) == 6 and {o["status"] for o in owners} == {"accepted"}
+    assert sum(o["sampled"] for o in owners) == config.iterations * config.teachers_per_iteration
+    assert "## Owners" in Path(summary["report"]["markdown"]).read_text()
     assert (tmp_path / "free" / "checkpoints" / "latest.pt").exists()
     # a restarted server asks nobody again and resumes from the checkpoint
     again = run_federation(
