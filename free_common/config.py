@@ -344,6 +344,8 @@ class ScreeningConfig:
         max_weight_ratio: largest accepted ratio of a teacher's weight norm to the median
             of the teachers with its spec (either way).
         min_peers: teachers of the same spec needed before the weight-scale check runs.
+        max_weight_similarity: largest accepted cosine similarity of a teacher's weight
+            sketch with that of a teacher of its spec accepted earlier.
         max_duplicate_correlation: largest accepted output correlation (after matching
             outputs) with a teacher accepted earlier.
         min_label_correlation: lowest accepted mean correlation, over (shared class name,
@@ -364,6 +366,7 @@ class ScreeningConfig:
     max_top_class_share: float = 0.97
     max_weight_ratio: float = 2.0
     min_peers: int = 4
+    max_weight_similarity: float = 0.5
     max_duplicate_correlation: float = 0.9
     min_label_correlation: float = 0.05
     min_label_margin: float = -0.15
@@ -383,6 +386,7 @@ class ScreeningConfig:
             "min_accuracy",
             "min_confidence",
             "max_top_class_share",
+            "max_weight_similarity",
             "max_duplicate_correlation",
         ):
             _require(0 <= getattr(self, name) <= 1, f"screening.{name} must be in [0, 1]")
@@ -592,6 +596,7 @@ def _test_preset() -> FreeConfig:
             min_confidence=0.0,
             probe_images=16,
             max_top_class_share=1.0,
+            max_weight_similarity=1.0,
             max_duplicate_correlation=1.0,
             min_label_correlation=-2.0,
             min_label_margin=-2.0,

@@ -14,9 +14,12 @@ acceptance order):
 
 - ``weight_scale``: its weight norm is more than ``max_weight_ratio`` times the median
   of its spec (either way), once ``min_peers`` other teachers share the spec;
-- ``near_duplicate``: its outputs on the probes match, output by output, those of a
-  teacher accepted earlier (correlation of matched outputs >= the limit): a copy with
-  noise, whatever its weights look like (no weight alignment needed);
+- ``near_duplicate``: it copies a teacher accepted earlier: its weights are close to the
+  other's (the cosine of their weight sketches, same spec only, reaches
+  ``max_weight_similarity``: a copy plus noise), or its outputs on the probes match the
+  other's output by output (correlation of matched outputs reaches
+  ``max_duplicate_correlation``: a copy whose hidden units were shuffled, which weights
+  alone would miss; no weight alignment needed);
 - ``label_agreement``: on the class names it shares with others, its output for a name
   does not respond to the probes like the peers' outputs for that name. For each (name,
   peer) pair: the correlation, over the probes, of its output for the name with the
@@ -226,24 +229,29 @@ def _near_duplicates(
     out: dict[int, Finding] = {}
     probes = fps[0].logits.shape[0] if fps else 0
     for j in range(len(fps)):
-        best, partner = -1.0, -1
         for i in range(j):
             if i in out or z[i].shape[1] != z[j].shape[1]:
                 continue
-            similarity = matched_correlation(z[j].T @ z[i] / probes)
-            if similarity > best:
-                best, partner = similarity, i
-        if partner >= 0 and best >= config.max_duplicate_correlation:
-            other = fps[partner].teacher_id
-            out[j] = Finding(
-                "near_duplicate",
-                True,
-                best,
-                config.max_duplicate_correlation,
-                f"near-duplicate of {other}: matched output correlation {best:.3f} on "
-                f"{probes} probe images (limit {config.max_duplicate_correlation})",
-                other,
-            )
+            same_spec = fps[i].spec == fps[j].spec
+            weights = float(fps[i].sketch @ fps[j].sketch) if same_spec else 0.0
+            outputs = matched_correlation(z[j].T @ z[i] / probes)
+            if (
+                weights >= config.max_weight_similarity
+                or outputs >= config.max_duplicate_correlation
+            ):
+                other = fps[i].teacher_id
+                out[j] = Finding(
+                    "near_duplicate",
+                    True,
+                    max(weights, outputs),
+                    config.max_duplicate_correlation,
+                    f"near-duplicate of {other}: weight similarity {weights:.3f} (limit "
+                    f"{config.max_weight_similarity}), matched output correlation "
+                    f"{outputs:.3f} on {probes} probe images (limit "
+                    f"{config.max_duplicate_correlation})",
+                    other,
+                )
+                break
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -18,12 +19,13 @@ from free_common.free.trust.checks import (
     teacher_findings,
     top_class_share,
 )
-from free_common.free.trust.fingerprint import Fingerprint, measure_teacher
+from free_common.free.trust.fingerprint import Fingerprint, measure_teacher, weight_sketch
 from free_common.free.trust.probes import TrustError, probe_images, teacher_logits
 from free_common.free.trust.recovery import Recovery, recover_from_probes
 from tests.unit.free.synthetic import random_teacher, tiny_spec
 
 CFG = ScreeningConfig(probe_images=40)
+_SKETCH_SLOT = itertools.count()
 OK = Recovery(1.0, 0.99, 0.0)
 
 
@@ -35,9 +37,13 @@ def _fp(
     norm: float = 10.0,
     spec: str = "s",
     recovery: Recovery | None = OK,
+    sketch: torch.Tensor | None = None,
 ) -> Fingerprint:
     keys = keys or tuple(f"{name}/{i}" for i in range(logits.shape[1]))
-    return Fingerprint(name, spec, keys, logits.float(), norm, recovery, 0.0)
+    if sketch is None:  # unrelated weights: orthogonal sketches
+        sketch = torch.zeros(256)
+        sketch[next(_SKETCH_SLOT) % 256] = 1.0
+    return Fingerprint(name, spec, keys, logits.float(), norm, sketch, recovery, 0.0)
 
 
 def _features(probes: int = 200, dims: int = 8, seed: int = 0) -> torch.Tensor:
@@ -141,6 +147,31 @@ def test_near_duplicate_flags_the_later_copy_only() -> None:
     assert set(found) == {"b"}
     (finding,) = found["b"]
     assert finding.check == "near_duplicate" and finding.other == "a" and finding.value > 0.95
+
+
+def test_weight_sketch_tells_a_noisy_copy_from_an_independent_model(
+    teachers: list[Teacher],
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    noisy = {
+        k: v + 0.3 * v.std() * torch.randn(v.shape, generator=g) if v.numel() > 1 else v
+        for k, v in teachers[0].model.state_dict().items()
+    }
+    copy = teacher_from_state_dict("copy", teachers[0].spec, noisy)
+    sketches = [weight_sketch(t) for t in (teachers[0], copy, teachers[1])]
+    assert all(s.shape == (1024,) and float(s.norm()) == pytest.approx(1.0) for s in sketches)
+    assert float(sketches[0] @ sketches[1]) > 0.9
+    assert abs(float(sketches[0] @ sketches[2])) < 0.3
+
+
+def test_a_weight_copy_is_a_near_duplicate_even_with_other_outputs() -> None:
+    shared = torch.nn.functional.normalize(torch.ones(64), dim=0)
+    a = _fp("a", _classifier(_features(), 0), sketch=shared)
+    b = _fp("b", _classifier(_features(seed=3), 1), sketch=shared)
+    other_spec = _fp("c", _classifier(_features(seed=4), 2), sketch=shared, spec="other")
+    found = pool_findings([a, b, other_spec], CFG)
+    assert set(found) == {"b"}  # a weight sketch is compared within a spec only
+    assert "weight similarity 1.000" in found["b"][0].reason
 
 
 def test_weight_scale_needs_peers_then_flags_outliers_both_ways() -> None:
