@@ -17,8 +17,9 @@ Two parts, each resumable (one JSON per unit under ``<out>/poison_units/<preset>
   share of each attack it flags and the share of honest teachers it flags.
 - ``accuracy``: per (level, defences on/off, seed), FREE trained through its public API
   (``FreeTrainer`` on the pool, the default ``cpu`` preset cut to the preset's budget,
-  screening on or off), then meta-tested under the tuned protocol (the fine-tuning rate
-  chosen on meta-val, ``free_common.evaluation.select_finetune_lr``, then meta-test once).
+  screening on or off), then meta-tested under the tuned protocol
+  (``free_common.protocols.meta_test``: fine-tuning rate and head start chosen on
+  meta-val, then meta-test once).
 
 Writes ``<out>/<stem>.json``, ``<stem>.md`` and ``<stem>.png`` (stem ``poison`` for
 ``full``, ``poison_<preset>`` otherwise).
@@ -52,9 +53,9 @@ from free_common.config import (
     ScreeningConfig,
 )
 from free_common.data.base import ClassImages
-from free_common.evaluation import evaluate, select_finetune_lr
 from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
 from free_common.free.trust.checks import CHECKS
+from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
 from scripts import poison_attacks as attacks
 from scripts.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
@@ -92,7 +93,7 @@ class PoisonPreset:
         shots: meta-test support sizes.
         test_tasks: meta-test tasks per (unit, shot).
         finetune_lrs: the tuned protocol's grid of fine-tuning rates.
-        lr_val_tasks: meta-val tasks per candidate rate.
+        lr_val_tasks: meta-val tasks per point of the tuned protocol's grid.
         note: what the preset is for.
         base: FREE configuration the budget is applied to (None: ``FreeConfig.preset("cpu")``).
     """
@@ -407,30 +408,25 @@ def _accuracy_unit(
     except FreeTrainingError as err:  # every teacher excluded: nothing to meta-learn from
         return {"error": str(err), "rows": []}
     trained = time.perf_counter() - started
+    protocol = ProtocolSettings(
+        test_tasks=preset.test_tasks,
+        test_seed=10_000 + seed,
+        val_tasks=preset.lr_val_tasks,
+        val_seed=20_000 + seed,
+        lrs=preset.finetune_lrs,
+        protocols=("tuned",),
+    )
+    n_way = preset.free_config(seed, defences=defences).eval.n_way
     shots: dict[str, Any] = {}
     for shot in preset.shots:
-        chosen = select_finetune_lr(
-            result.model,
-            val,
-            k_shot=shot,
-            lrs=preset.finetune_lrs,
-            n_tasks=preset.lr_val_tasks,
-            seed=20_000 + seed,
-        )
-        tested = evaluate(
-            result.model,
-            test,
-            k_shot=shot,
-            n_tasks=preset.test_tasks,
-            seed=10_000 + seed,
-            lr=chosen.lr,
-        )
+        tuned = meta_test(result.model, val, test, TaskSetting(n_way, shot), protocol)["tuned"]
         shots[str(shot)] = {
-            "mean": tested.mean,
-            "ci95": tested.ci95,
-            "lr": chosen.lr,
-            "lr_at_edge": chosen.at_edge,
-            "accuracies": tested.accuracies.tolist(),
+            "mean": tuned.result.mean,
+            "ci95": tuned.result.ci95,
+            "lr": tuned.lr,
+            "head": tuned.head,
+            "lr_at_edge": tuned.at_edge,
+            "accuracies": tuned.accuracies.tolist(),
         }
     sampled: dict[str, int] = {}
     for record in result.history:
