@@ -16,8 +16,8 @@ Two parts, each resumable (one JSON per unit under ``<out>/poison_units/<preset>
   screened as the FREE trainer screens it (``FreeTrainer.screen_pool``); per check, the
   share of each attack it flags and the share of honest teachers it flags.
 - ``accuracy``: per (level, defences on/off, seed), FREE trained through its public API
-  (``FreeTrainer`` on the pool, the default ``cpu`` preset cut to the preset's budget,
-  screening on or off), then meta-tested under the tuned protocol
+  (``FreeTrainer`` on the pool, the published algorithm's ``paper-cpu`` preset cut to the
+  preset's budget, screening on or off), then meta-tested under the tuned protocol
   (``free_common.protocols.meta_test``: fine-tuning rate and head start chosen on
   meta-val, then meta-test once).
 
@@ -50,7 +50,6 @@ from free_common.config import (
     InversionConfig,
     MetaLearnerConfig,
     ReplayConfig,
-    ScreeningConfig,
 )
 from free_common.data.base import ClassImages
 from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
@@ -85,8 +84,8 @@ class PoisonPreset:
         levels: poison levels (shares of the pool replaced by attacks).
         seeds: run seeds (the attacked teachers, the attacks, FREE and the tasks).
         attack_epochs: training epochs of the attacks that train (backdoor, false names).
-        iterations: FREE iterations (the rest of FREE's configuration is the default
-            ``cpu`` preset, whatever it is when the bench runs).
+        iterations: FREE iterations (the rest of FREE's configuration is the published
+            algorithm's ``paper-cpu`` preset, whatever it is when the bench runs).
         warmup: FREE warm-up iterations.
         eval_every: meta-val evaluations every this many iterations.
         val_tasks: meta-val tasks per evaluation.
@@ -95,7 +94,8 @@ class PoisonPreset:
         finetune_lrs: the tuned protocol's grid of fine-tuning rates.
         lr_val_tasks: meta-val tasks per point of the tuned protocol's grid.
         note: what the preset is for.
-        base: FREE configuration the budget is applied to (None: ``FreeConfig.preset("cpu")``).
+        base: FREE configuration the budget is applied to
+            (None: ``FreeConfig.preset("paper-cpu")``).
     """
 
     dataset: str
@@ -115,7 +115,7 @@ class PoisonPreset:
     base: FreeConfig | None = None
 
     def free_config(self, seed: int, *, defences: bool) -> FreeConfig:
-        """The default FREE configuration cut to this preset's budget."""
+        """The published algorithm's CPU configuration cut to this preset's budget."""
         base = self.base if self.base is not None else FreeConfig.preset("paper-cpu")
         return replace(
             base,
@@ -138,17 +138,8 @@ _SMOKE_FREE = FreeConfig(
     meta_learner=MetaLearnerConfig(width=4),
     replay=ReplayConfig(q_query=2, meta_batch=2, inner_steps=1, patience=1, max_meta_batches=2),
     eval=EvalConfig(every=2, val_tasks=2, test_tasks=2, q_query=5),
-    screening=ScreeningConfig(
-        steps=2,
-        min_accuracy=0.0,
-        min_confidence=0.0,
-        probe_images=16,
-        max_top_class_share=1.0,
-        max_weight_similarity=1.0,
-        max_duplicate_correlation=1.0,
-        min_label_correlation=-2.0,
-        min_label_margin=-2.0,
-    ),
+    # the test preset's screening, which excludes nothing, at the default images per class
+    screening=replace(FreeConfig.preset("test").screening, steps=2, images_per_class=8),
 )
 _MIXED = ("conv4", "resnet10", "resnet18")
 
@@ -185,7 +176,7 @@ PRESETS: dict[str, PoisonPreset] = {
         finetune_lrs=(0.01, 0.1),
         lr_val_tasks=10,
         note="QUICK: a 30-teacher pool (30-class vocabulary), levels 0/20/40%, one seed, "
-        "FREE 4 iterations, 30 meta-test tasks; a wiring run, not the figures.",
+        "FREE (`paper-cpu`) 4 iterations, 30 meta-test tasks; a wiring run, not the figures.",
     ),
     "full": PoisonPreset(
         dataset="glyphs",
@@ -202,7 +193,7 @@ PRESETS: dict[str, PoisonPreset] = {
         finetune_lrs=(0.01, 0.03, 0.1, 0.3),
         lr_val_tasks=100,
         note="FULL: 100-teacher pool (100-class vocabulary), levels 0/10/20/40%, 3 seeds; "
-        "FREE's default `cpu` preset cut to 30 iterations (5 warm-up, meta-val 50 tasks "
+        "FREE's `paper-cpu` preset cut to 30 iterations (5 warm-up, meta-val 50 tasks "
         "every 10) as in the accuracy bench's `full`; 600 meta-test tasks, tuned protocol.",
     ),
 }
@@ -503,10 +494,10 @@ def run(
                 _store_attacks(cache_file, built)
                 known = len(built)
             if "detection" in parts:
-                _run_detection(preset, (units, work_dir), pool, data, level, seed)
+                _run_unit(preset, (units, work_dir), pool, data, level, seed)
             if "accuracy" in parts:
                 for defence in DEFENCES:
-                    _run_accuracy(preset, (units, work_dir), pool, data, level, seed, defence)
+                    _run_unit(preset, (units, work_dir), pool, data, level, seed, defence)
     report = collect(preset_name, units)
     report["seconds"] = time.perf_counter() - started  # this call's; unit_seconds: the work
     stem = "poison" if preset_name == "full" else f"poison_{preset_name}"
@@ -517,43 +508,36 @@ def run(
     return report
 
 
-def _run_detection(
+def _run_unit(
     preset: PoisonPreset,
     dirs: tuple[Path, Path],
     pool: list[attacks.Model],
     data: ClassImages,
     level: float,
     seed: int,
+    defence: str | None = None,
 ) -> None:
+    """Run one unit unless it is already measured with these settings.
+
+    ``defence`` None: the detection unit; ``"on"``/``"off"``: the accuracy unit.
+    """
     units, work_dir = dirs
-    path = units / "detection" / f"{_level_name(level)}-seed{seed}.json"
-    key = _config_key(preset, seed, None)
+    if defence is None:
+        path = units / "detection" / f"{_level_name(level)}-seed{seed}.json"
+        work = work_dir / "work" / f"detection-{os.getpid()}"
+    else:
+        path = units / "accuracy" / f"{_level_name(level)}-defences-{defence}-seed{seed}.json"
+        work = work_dir / "work" / path.stem  # FREE checkpoints: a killed unit resumes
+    key = _config_key(preset, seed, None if defence is None else defence == "on")
     if _load(path, key) is not None:
         return
-    logger.info("detection: %s seed %d", _level_name(level), seed)
-    work = work_dir / "work" / f"detection-{os.getpid()}"
-    unit = _detection_unit(preset, pool, data, seed, work)
+    logger.info("%s: %s seed %d", path.parent.name, path.stem, seed)
+    if defence is None:
+        unit = _detection_unit(preset, pool, data, seed, work)
+    else:
+        unit = {"defences": defence}
+        unit |= _accuracy_unit(preset, pool, data, seed, defence == "on", work)
     _save(path, {"key": key, "level": level, "seed": seed, **unit})
-
-
-def _run_accuracy(
-    preset: PoisonPreset,
-    dirs: tuple[Path, Path],
-    pool: list[attacks.Model],
-    data: ClassImages,
-    level: float,
-    seed: int,
-    defence: str,
-) -> None:
-    units, work_dir = dirs
-    path = units / "accuracy" / f"{_level_name(level)}-defences-{defence}-seed{seed}.json"
-    key = _config_key(preset, seed, defence == "on")
-    if _load(path, key) is not None:
-        return
-    logger.info("accuracy: %s defences %s seed %d", _level_name(level), defence, seed)
-    work = work_dir / "work" / path.stem  # FREE checkpoints: a killed unit resumes
-    unit = _accuracy_unit(preset, pool, data, seed, defence == "on", work)
-    _save(path, {"key": key, "level": level, "seed": seed, "defences": defence, **unit})
     checkpoint = work / "checkpoints" / "latest.pt"
     if checkpoint.is_file():
         checkpoint.unlink()

@@ -477,7 +477,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Screening the main job's 20 owners (seed 0): "
         f"{s['screening_seconds_main_job_seed0']:.1f} s. FREE's own training of the main job "
-        f"(`paper-cpu` preset, {report['cost']['iterations']} iterations, measured here as "
+        f"(the published algorithm's `paper-cpu` preset, {report['cost']['iterations']} "
+        "iterations, measured here as "
         f"{report['cost']['warmup_iteration_s']:.2f} s per warm-up and "
         f"{report['cost']['iteration_s']:.2f} s per later iteration): "
         f"{report['cost']['main_job_free_training_s']:.0f} s. Screening adds "
