@@ -321,32 +321,75 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ScreeningConfig:
-    """Rejection of teachers that cannot be inverted (random or corrupted weights).
+    """Teacher screening: who may be sampled (measured thresholds: ``server/README.md``).
 
-    A screening inversion (a fresh generator, ``steps`` Adam steps) is run once per new
-    teacher; the teacher is excluded when its accuracy on its own recovered images stays
-    below ``min_accuracy`` or its mean confidence below ``min_confidence``. Thresholds
-    are set from measurements (README section "Teacher screening").
+    Every new teacher is measured once on probe images drawn from the meta-val split
+    (``free_common.free.trust``): pixel-space recovery of each class, its outputs and its
+    weight norm. It is excluded, with a recorded reason, when a check fails; checks
+    against the rest of the pool (weight scale, near-duplicate outputs, agreement on
+    shared class names) run again whenever teachers arrive.
 
     Attributes:
-        enabled: screen new teachers before they can be sampled.
-        steps: Adam steps of the screening inversion.
-        images_per_class: generated images per class for screening.
+        enabled: screen new teachers before they can be sampled (off: every teacher that
+            loads is used; the "no defences" setting of ``scripts/bench_poison.py``).
+        steps: Adam steps of the pixel-space recovery.
+        images_per_class: recovered images per class.
         min_accuracy: lowest accepted teacher accuracy on its recovered images.
-        min_confidence: lowest accepted mean max-softmax probability.
+        min_confidence: lowest accepted mean max-softmax probability on them.
+        recovery_lr: Adam learning rate of the recovery (on pixel logits).
+        probe_images: probe images drawn from the meta-val split.
+        max_logit: largest accepted |logit| on the probe images.
+        max_top_class_share: largest accepted mean probability, over the probes, of the
+            class the teacher favours most (1: it answers one class for everything).
+        max_weight_ratio: largest accepted ratio of a teacher's weight norm to the median
+            of the teachers with its spec (either way).
+        min_peers: teachers of the same spec needed before the weight-scale check runs.
+        max_weight_similarity: largest accepted cosine similarity of a teacher's weight
+            sketch with that of a teacher of its spec accepted earlier.
+        max_duplicate_correlation: largest accepted output correlation (after matching
+            outputs) with a teacher accepted earlier.
+        min_label_correlation: lowest accepted mean correlation, over (shared class name,
+            peer) pairs and the probes, of the teacher's output for a name with the peer's.
+        min_label_margin: lowest accepted mean margin, over those pairs, by which the
+            teacher's output for a name matches the peer's better than its other outputs.
+        min_label_pairs: pairs needed before a failed agreement excludes (fewer: suspected).
     """
 
     enabled: bool = True
-    steps: int = 30
+    steps: int = 10
     images_per_class: int = 8
-    min_accuracy: float = 0.8
-    min_confidence: float = 0.7
+    min_accuracy: float = 0.7
+    min_confidence: float = 0.5
+    recovery_lr: float = 0.5
+    probe_images: int = 256
+    max_logit: float = 1000.0
+    max_top_class_share: float = 0.97
+    max_weight_ratio: float = 2.0
+    min_peers: int = 4
+    max_weight_similarity: float = 0.5
+    max_duplicate_correlation: float = 0.9
+    min_label_correlation: float = 0.05
+    min_label_margin: float = -0.15
+    min_label_pairs: int = 3
 
     def __post_init__(self) -> None:
         """Validate ranges."""
         _require(self.steps >= 1 and self.images_per_class >= 1, "screening sizes must be >= 1")
-        _require(0 <= self.min_accuracy <= 1, "screening.min_accuracy must be in [0, 1]")
-        _require(0 <= self.min_confidence <= 1, "screening.min_confidence must be in [0, 1]")
+        _require(self.probe_images >= 1, "screening.probe_images must be >= 1")
+        _require(self.min_peers >= 1 and self.min_label_pairs >= 1, "peer counts must be >= 1")
+        for name in ("min_label_correlation", "min_label_margin"):
+            _require(-2 <= getattr(self, name) <= 1, f"screening.{name} must be in [-2, 1]")
+        for name in ("recovery_lr", "max_logit"):
+            _require(getattr(self, name) > 0, f"screening.{name} must be positive")
+        _require(self.max_weight_ratio > 1, "screening.max_weight_ratio must be > 1")
+        for name in (
+            "min_accuracy",
+            "min_confidence",
+            "max_top_class_share",
+            "max_weight_similarity",
+            "max_duplicate_correlation",
+        ):
+            _require(0 <= getattr(self, name) <= 1, f"screening.{name} must be in [0, 1]")
 
 
 _GROUPS: dict[str, type[Any]] = {
@@ -513,7 +556,6 @@ def _paper_cpu_preset() -> FreeConfig:
         replay=ReplayConfig(q_query=5, meta_batch=4, patience=5, max_meta_batches=10),
         memory=MemoryConfig(max_per_class=100, max_images=50_000),
         eval=EvalConfig(every=20, val_tasks=50, test_tasks=600),
-        screening=ScreeningConfig(steps=30, images_per_class=8),
     )
 
 
@@ -548,7 +590,16 @@ def _test_preset() -> FreeConfig:
         memory=MemoryConfig(max_per_class=8, max_images=64),
         eval=EvalConfig(every=2, val_tasks=2, test_tasks=2, shots=(1,), n_way=3, q_query=2),
         screening=ScreeningConfig(
-            steps=3, images_per_class=2, min_accuracy=0.0, min_confidence=0.0
+            steps=3,
+            images_per_class=2,
+            min_accuracy=0.0,
+            min_confidence=0.0,
+            probe_images=16,
+            max_top_class_share=1.0,
+            max_weight_similarity=1.0,
+            max_duplicate_correlation=1.0,
+            min_label_correlation=-2.0,
+            min_label_margin=-2.0,
         ),
     )
 

@@ -71,6 +71,9 @@ class PoolSettings:
         conv4_width: Conv4 filters (32, as published).
         resnet_width: ResNet base width (16, the CPU default).
         seed: pool seed (class draws and every teacher's training seed).
+        vocabulary: draw every teacher's classes from this many meta-train classes only
+            (a seeded choice), so that teachers share classes as a collaboration with a
+            common label vocabulary would; 0: from every class.
     """
 
     archs: tuple[str, ...] = ("conv4",)
@@ -80,6 +83,7 @@ class PoolSettings:
     conv4_width: int = 32
     resnet_width: int = 16
     seed: int = 0
+    vocabulary: int = 0
 
     def __post_init__(self) -> None:
         """Validate ranges."""
@@ -87,6 +91,8 @@ class PoolSettings:
             raise PoolError("archs must name at least one architecture")
         if self.teachers < 1 or self.classes_per_teacher < 2 or self.epochs < 1:
             raise PoolError(f"need teachers >= 1, classes_per_teacher >= 2, epochs >= 1: {self}")
+        if self.vocabulary and self.vocabulary < self.classes_per_teacher:
+            raise PoolError(f"vocabulary {self.vocabulary} < {self.classes_per_teacher} classes")
 
     def spec(self, index: int, image_shape: tuple[int, int, int]) -> ModelSpec:
         """The model spec of teacher ``index`` for images of ``image_shape`` (C, H, W)."""
@@ -186,6 +192,8 @@ def cache_path(data: ClassImages, settings: PoolSettings, cache_dir: Path) -> Pa
     teachers is the first n of any larger pool: one file serves every size.
     """
     fields = {k: v for k, v in asdict(settings).items() if k != "teachers"}
+    if not settings.vocabulary:
+        del fields["vocabulary"]  # pools cached before the field existed keep their file
     key = json.dumps({"data": data_fingerprint(data), **fields}, sort_keys=True)
     name = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir / f"pool-{name}.pt"
@@ -197,6 +205,17 @@ def _draw_classes(num_classes: int, settings: PoolSettings) -> list[tuple[int, .
             f"meta-train has {num_classes} classes, fewer than {settings.classes_per_teacher}"
         )
     rng = np.random.default_rng(settings.seed)
+    if settings.vocabulary:
+        if settings.vocabulary > num_classes:
+            raise PoolError(f"vocabulary {settings.vocabulary} > {num_classes} meta-train classes")
+        words = np.sort(rng.choice(num_classes, settings.vocabulary, replace=False))
+        return [
+            tuple(
+                int(words[c])
+                for c in rng.choice(len(words), settings.classes_per_teacher, replace=False)
+            )
+            for _ in range(settings.teachers)
+        ]
     return [
         tuple(int(c) for c in rng.choice(num_classes, settings.classes_per_teacher, replace=False))
         for _ in range(settings.teachers)
@@ -311,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teachers", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocabulary", type=int, default=0, help="classes to draw from (0: all)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -319,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         teachers=args.teachers,
         epochs=args.epochs,
         seed=args.seed,
+        vocabulary=args.vocabulary,
     )
     members = build_pool(load_split(args.dataset, "train"), settings, cache_dir=args.cache_dir)
     print(

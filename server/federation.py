@@ -44,7 +44,14 @@ from server.comparison import (
     verdict,
 )
 from server.pool import ModelPool
-from server.report import AccuracyRow, ReportData, format_table, meta_val_curve, write_report
+from server.report import (
+    AccuracyRow,
+    ReportData,
+    format_table,
+    meta_val_curve,
+    owner_story,
+    write_report,
+)
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
 from server.validation import KeyRegistry, Limits, Validator
 
@@ -683,6 +690,13 @@ def make_finisher(
             rejections=[dataclasses.asdict(x) for x in pool.rejections()],
             failures=[dataclasses.asdict(x) for x in pool.failures()],
             excluded={} if result is None else dict(result.excluded),
+            owners=[]
+            if result is None
+            else owner_story(
+                [dataclasses.asdict(e) for e in pool.entries()],
+                getattr(result, "screening", {}),
+                result.history,
+            ),
             timings={
                 "comparison and export": time.perf_counter() - t0,
                 "FREE inversion": 0.0 if result is None else float(result.inversion_seconds),

@@ -2,7 +2,7 @@
 
 One outer iteration (notes/free-algorithm.md section 2):
 
-1. screen teachers that are new in the source (``free_common.free.screening``);
+1. screen teachers that are new in the source and judge the pool again (``server.trust``);
 2. sample ``teachers_per_iteration`` accepted teachers uniformly with replacement and load
    only those (small LRU cache);
 3. FIVE: adapt a clone of the meta-generator to each for k steps, FOMAML outer step
@@ -24,7 +24,6 @@ change the course of a run; the global RNG states are checkpointed as well.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from tqdm import tqdm
 
 from free_common.config import FreeConfig
@@ -50,16 +48,19 @@ from free_common.free.meta_learner import (
     meta_learner_step,
 )
 from free_common.free.replay import ReplayStats, replay_phase
-from free_common.free.screening import ScreeningResult, screen_teacher
 from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
+from free_common.free.trust.probes import probe_images
 from free_common.maml import MamlTrainer
 from free_common.models import Classifier, ModelSpec
 from free_common.runtime import get_rng_state, pick_device, seed_everything, set_rng_state
 from server.checkpoint import load_checkpoint, save_checkpoint
+from server.trust import PoolScreen, Verdict
 
 __all__ = ["FreeResult", "FreeTrainer", "FreeTrainingError", "NonFiniteLossError"]
 
 logger = logging.getLogger(__name__)
+
+_PROBE_SEED = 0  # every run draws the same probe images from meta-val
 
 
 class FreeTrainingError(RuntimeError):
@@ -80,6 +81,7 @@ class FreeResult:
         history: one dict per iteration (``"kind": "iteration"``: losses, recovery
             quality, replay length, bank size, seconds) and per evaluation (``"val"``).
         excluded: teacher id -> reason, for every teacher rejected by screening.
+        screening: teacher id -> its screening verdict (``server.trust.Verdict``).
         iterations_done: iterations completed so far (across resumes).
         inversion_seconds: total wall time spent in meta-generator inversion.
     """
@@ -92,6 +94,7 @@ class FreeResult:
     test: dict[int, dict[str, float]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    screening: dict[str, Verdict] = field(default_factory=dict)
     iterations_done: int = 0
     inversion_seconds: float = 0.0
 
@@ -163,6 +166,11 @@ class FreeTrainer:
             config.cross_kd.head_init,
         )
         self.cache = TeacherCache(teachers, _cache_size(config), self.device)
+        self.screen = PoolScreen(
+            config.screening,
+            probe_images(val_data, config.screening.probe_images, seed=_PROBE_SEED),
+            max_classes=config.meta_learner.n_way,
+        )
         self.state = _RunState()
         self._resume()
 
@@ -208,6 +216,11 @@ class FreeTrainer:
         if add is None:
             raise TypeError(f"{type(self.source).__name__} cannot add teachers")
         add(list(teachers))
+
+    def screen_pool(self) -> dict[str, Verdict]:
+        """Screen every teacher of the source now (no training); return all verdicts."""
+        self._screen_new()
+        return {k: dict(v) for k, v in self.state.screened.items()}
 
     @property
     def excluded(self) -> dict[str, str]:
@@ -326,7 +339,7 @@ class FreeTrainer:
     # ------------------------------------------------------------------ teachers
 
     def _accepted(self) -> list[str]:
-        active = [t for t in self.source.ids() if self.state.screened[t]["accepted"]]
+        active = self.screen.accepted(self.source.ids())
         if not active:
             raise FreeTrainingError(
                 f"no usable teacher: {len(self.state.screened)} screened, all excluded"
@@ -344,32 +357,8 @@ class FreeTrainer:
         return self._draw_accepted(self.config.teachers_per_iteration)
 
     def _screen_new(self) -> None:
-        for teacher_id in self.source.ids():
-            if teacher_id not in self.state.screened:
-                verdict = self._screen(teacher_id)
-                self.state.screened[teacher_id] = asdict(verdict)
-                if not verdict.accepted:
-                    logger.warning("teacher %s excluded: %s", teacher_id, verdict.reason)
-
-    def _screen(self, teacher_id: str) -> ScreeningResult:
-        nan = float("nan")
-        try:
-            teacher = self.cache.get(teacher_id)
-        except (ValueError, KeyError, RuntimeError, OSError, SafetensorError) as err:
-            return ScreeningResult(teacher_id, False, nan, nan, f"cannot load: {err}")
-        if not self.config.screening.enabled:
-            return ScreeningResult(teacher_id, True, nan, nan, "")
-        rng = torch.Generator().manual_seed(_stable_seed(self.config.seed, teacher_id))
-        try:
-            return screen_teacher(
-                teacher,
-                self.config.inversion,
-                self.config.screening,
-                rng,
-                max_classes=self.config.meta_learner.n_way,
-            )
-        except NonFiniteLossError as err:
-            return ScreeningResult(teacher_id, False, nan, nan, f"non-finite screening: {err}")
+        self.screen.screen(self.source.ids(), self.cache.get)
+        self.state.screened = self.screen.verdicts
 
     def _start_from_best_teacher(self) -> None:
         """Load the backbone of the best compatible pool model (meta-val, nearest centroid).
@@ -494,6 +483,7 @@ class FreeTrainer:
             test=test,
             history=list(self.state.history),
             excluded=self.excluded,
+            screening={k: dict(v) for k, v in self.state.screened.items()},
             iterations_done=self.state.iteration,
             inversion_seconds=self.state.inversion_seconds,
         )
@@ -509,6 +499,7 @@ class FreeTrainer:
             "inverter": self.inverter.state_dict(),
             "bank": self.bank.state_dict(),
             "heads": self.heads.state_dict(),
+            "screen": self.screen.state_dict(),
             "rng": {"trainer": self.rng.get_state(), "global": get_rng_state()},
             "run": asdict(self.state),
         }
@@ -531,6 +522,8 @@ class FreeTrainer:
         self.rng.set_state(saved["rng"]["trainer"])
         set_rng_state(saved["rng"]["global"])
         self.state = _RunState(**saved["run"])
+        self.screen.load_state_dict(saved.get("screen", {"verdicts": self.state.screened}))
+        self.state.screened = self.screen.verdicts
         logger.info("resumed from %s at iteration %d", self.checkpoint_path, self.state.iteration)
 
 
@@ -547,11 +540,6 @@ def _differs(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     return {k: v for k, v in saved.items() if k != "iterations"} != {
         k: v for k, v in current.items() if k != "iterations"
     }
-
-
-def _stable_seed(seed: int, teacher_id: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{teacher_id}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
 
 
 def _mean(values: list[float]) -> float:

@@ -3,6 +3,11 @@
 Everything is written under ``out_dir``: ``report.md``, ``report.json``,
 ``accuracy.png``, ``meta_val.png`` and, when the trainer exposes recovered images,
 ``recovered.png``. Plots use matplotlib's Agg backend (no display needed).
+
+The "Owners" section tells every pooled model's story (:func:`owner_story`): accepted,
+screened out (the failed check and its figure) or suspected (kept, with what looked
+wrong), and how often FREE sampled it; submissions refused before the pool are listed
+by node under "Rejected submissions".
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ import numpy.typing as npt
 
 from server.pool import headline
 
-__all__ = ["AccuracyRow", "ReportData", "format_table", "meta_val_curve", "write_report"]
+__all__ = [
+    "AccuracyRow",
+    "ReportData",
+    "format_table",
+    "meta_val_curve",
+    "owner_story",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +71,7 @@ class ReportData:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    owners: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     artefacts: dict[str, str] = field(default_factory=dict)
     recovered: npt.NDArray[np.floating[Any]] | None = None
@@ -82,6 +95,56 @@ def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, floa
         if isinstance(it, int) and isinstance(value, int | float):
             points.append((it, float(value)))
     return points
+
+
+def owner_story(
+    models: Sequence[Mapping[str, Any]],
+    verdicts: Mapping[str, Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """One row per pooled model: whose it is, what screening said, how often it was sampled.
+
+    Args:
+        models: ``teacher_id``, ``owner_id``, ``arch`` and ``round`` of each pooled model
+            (``ModelPool.entries()``), in acceptance order.
+        verdicts: teacher id -> screening verdict (``FreeResult.screening``).
+        history: FREE's history; each iteration record lists its sampled ``teachers``.
+
+    Returns:
+        Rows with ``owner``, ``teacher``, ``arch``, ``round``, ``status`` (``"accepted"``,
+        ``"suspected"``, ``"screened out"`` or ``"not screened"``), ``why`` (the reasons,
+        each with its figure) and ``sampled`` (draws by FREE).
+    """
+    sampled: dict[str, int] = {}
+    for record in history:
+        if record.get("kind", "iteration") == "iteration":
+            for teacher_id in record.get("teachers", []):
+                sampled[teacher_id] = sampled.get(teacher_id, 0) + 1
+    rows = []
+    for model in models:
+        teacher_id = str(model["teacher_id"])
+        verdict = verdicts.get(teacher_id)
+        if verdict is None:
+            status, why = "not screened", ""
+        elif not verdict.get("accepted", False):
+            status, why = "screened out", str(verdict.get("reason", ""))
+        elif verdict.get("suspected"):
+            status = "suspected"
+            why = "; ".join(str(f["reason"]) for f in verdict.get("findings", []))
+        else:
+            status, why = "accepted", ""
+        rows.append(
+            {
+                "owner": str(model.get("owner_id", "")),
+                "teacher": teacher_id,
+                "arch": str(model.get("arch", "")),
+                "round": model.get("round"),
+                "status": status,
+                "why": why,
+                "sampled": sampled.get(teacher_id, 0),
+            }
+        )
+    return rows
 
 
 def format_table(rows: Sequence[AccuracyRow], n_way: int) -> str:
@@ -217,6 +280,30 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _owners_section(owners: Sequence[Mapping[str, Any]]) -> list[str]:
+    counts: dict[str, int] = {}
+    for row in owners:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    draws = sum(int(row["sampled"]) for row in owners)
+    lines = [
+        "## Owners",
+        "",
+        f"{len(owners)} pooled models: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + f"; FREE drew teachers {draws} times.",
+        "",
+        "| owner | teacher | arch | status | why | sampled |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for row in owners:
+        why = headline(str(row["why"]), 200).replace("|", "/")
+        lines.append(
+            f"| {row['owner']} | {row['teacher']} | {row['arch']} | {row['status']} | "
+            f"{why} | {row['sampled']} |"
+        )
+    return [*lines, ""]
+
+
 def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
     lines = [f"# {data.title}", ""]
     if data.nothing_evaluated:
@@ -271,7 +358,9 @@ def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
             for x in data.failures
         ]
         lines.append("")
-    if data.excluded:
+    if data.owners:
+        lines += _owners_section(data.owners)
+    elif data.excluded:
         lines += ["## Teachers excluded by screening", ""]
         lines += [f"- {k}: {v}" for k, v in data.excluded.items()]
         lines.append("")

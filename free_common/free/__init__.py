@@ -4,5 +4,6 @@ Modules: ``teachers`` (the pool interface), ``augment`` (differentiable augmenta
 ``inversion`` (the meta-generator, FIVE), ``batched_inversion`` (FIVE for all sampled
 teachers in one vmapped generator forward), ``scratch_inversion`` (per-model baseline),
 ``distillation`` (KD), ``meta_learner`` (KD + implicit gradient alignment), ``memory_bank``,
-``replay`` (cross-task MAML replay), ``screening`` (teacher rejection), ``errors``.
+``replay`` (cross-task MAML replay), ``screening`` (one teacher's verdict), ``trust`` (the
+measurements and checks screening draws on), ``errors``.
 """

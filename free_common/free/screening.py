@@ -1,13 +1,11 @@
-"""Teacher screening: reject submissions that cannot be inverted.
+"""Screening of one teacher: structural checks, then the trust measurements and their verdict.
 
-A teacher with random or corrupted weights never produces confident predictions for a
-class, so inverting it fails: its accuracy on its own recovered images stays near chance
-or its confidence stays low (FREE's inversion, paper Eq. 1, needs a teacher that
-separates its classes). Each new teacher gets one short from-scratch screening inversion
-(:func:`~free_common.free.scratch_inversion.invert_from_scratch`); it is excluded, with a
-recorded reason, when the recovery quality is below the configured thresholds. Weights
-that are NaN/Inf, or a head wider than the meta-learner's, are rejected without
-inverting. Thresholds: README section "Teacher screening" (measured).
+Weights that are NaN/Inf, or a head wider than the meta-learner's, are rejected without
+running the teacher. Otherwise the teacher is measured once on probe images
+(:func:`free_common.free.trust.fingerprint.measure_teacher`: pixel-space recovery of each
+class, outputs, weight norm) and judged alone
+(:func:`free_common.free.trust.checks.teacher_findings`). The checks against the rest of
+the pool run in ``server/trust.py``. Thresholds: ``server/README.md``, "Trusting the pool".
 """
 
 from __future__ import annotations
@@ -15,24 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from free_common.config import InversionConfig, ScreeningConfig
-from free_common.free.scratch_inversion import invert_from_scratch
+from free_common.config import ScreeningConfig
 from free_common.free.teachers import Teacher
+from free_common.free.trust.checks import Finding, teacher_findings
+from free_common.free.trust.fingerprint import Fingerprint, measure_teacher
 
 __all__ = ["ScreeningResult", "screen_teacher"]
 
 
 @dataclass(frozen=True)
 class ScreeningResult:
-    """Verdict on one teacher.
+    """Verdict on one teacher, alone.
 
     Attributes:
         teacher_id: the teacher.
-        accepted: whether it may be sampled.
-        accuracy: its accuracy on its screening-recovered images (nan if not inverted).
-        confidence: its mean max-softmax on them (nan if not inverted).
+        accepted: whether it passed every check of one teacher.
+        accuracy: its accuracy on its recovered images (nan if not recovered).
+        confidence: its mean max-softmax on them (nan if not recovered).
         reason: why it was rejected ("" when accepted).
+        findings: every check it failed.
+        fingerprint: its measurements (None when rejected before measuring).
     """
 
     teacher_id: str
@@ -40,6 +42,8 @@ class ScreeningResult:
     accuracy: float
     confidence: float
     reason: str
+    findings: tuple[Finding, ...] = ()
+    fingerprint: Fingerprint | None = None
 
 
 def _structural_problem(teacher: Teacher, max_classes: int) -> str:
@@ -52,33 +56,34 @@ def _structural_problem(teacher: Teacher, max_classes: int) -> str:
 
 
 def screen_teacher(
-    teacher: Teacher,
-    inversion: InversionConfig,
-    config: ScreeningConfig,
-    rng: torch.Generator,
-    *,
-    max_classes: int,
+    teacher: Teacher, config: ScreeningConfig, probes: Tensor, *, max_classes: int
 ) -> ScreeningResult:
-    """Invert ``teacher`` briefly from scratch and judge its recovery quality.
+    """Measure ``teacher`` on ``probes`` and judge it alone.
 
     Args:
         teacher: the candidate.
-        inversion: generator and loss settings (the adversarial term is not used).
-        config: screening steps, images and thresholds.
-        rng: CPU generator for the screening inversion.
+        config: what to measure and the thresholds.
+        probes: probe images (N, C, H, W) in [0, 1], the same for every teacher of a pool.
         max_classes: the meta-learner's head size.
+
+    Raises:
+        NonFiniteLossError: the teacher's recovery loss became NaN/Inf.
     """
+    nan = float("nan")
     problem = _structural_problem(teacher, max_classes)
     if problem:
-        return ScreeningResult(teacher.teacher_id, False, float("nan"), float("nan"), problem)
-    result = invert_from_scratch(
-        teacher, inversion, rng, steps=config.steps, images_per_class=config.images_per_class
+        return ScreeningResult(teacher.teacher_id, False, nan, nan, problem)
+    fp = measure_teacher(teacher, probes, config)
+    findings = tuple(teacher_findings(fp, config))
+    accuracy = fp.recovery.accuracy if fp.recovery is not None else nan
+    confidence = fp.recovery.confidence if fp.recovery is not None else nan
+    excluding = [f.reason for f in findings if f.exclude]
+    return ScreeningResult(
+        teacher.teacher_id,
+        not excluding,
+        accuracy,
+        confidence,
+        excluding[0] if excluding else "",
+        findings,
+        fp,
     )
-    acc, conf = result.recovered.accuracy, result.recovered.confidence
-    reasons = []
-    if not acc >= config.min_accuracy:
-        reasons.append(f"recovery accuracy {acc:.3f} < {config.min_accuracy}")
-    if not conf >= config.min_confidence:
-        reasons.append(f"recovery confidence {conf:.3f} < {config.min_confidence}")
-    reason = "; ".join(reasons)
-    return ScreeningResult(teacher.teacher_id, not reasons, acc, conf, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,23 @@ def test_too_few_classes_raises(tmp_path: Path) -> None:
     data = _data().subset([0, 1, 2])
     with pytest.raises(PoolError, match="fewer than 5"):
         build_pool(data, TINY, cache_dir=tmp_path, progress=False)
+
+
+def test_vocabulary_draws_every_teacher_from_a_shared_subset_of_classes(tmp_path: Path) -> None:
+    data = synthetic_split("train", per_class=4, size=16)
+    settings = PoolSettings(teachers=12, epochs=1, conv4_width=2, vocabulary=8)
+    draws = teacher_pool._draw_classes(data.num_classes, settings)
+    words = {c for classes in draws for c in classes}
+    assert len(words) <= 8 and all(len(set(c)) == 5 for c in draws)
+    assert teacher_pool._draw_classes(data.num_classes, settings) == draws
+    with pytest.raises(PoolError):
+        PoolSettings(vocabulary=3)
+    with pytest.raises(PoolError):
+        teacher_pool._draw_classes(data.num_classes, replace(settings, vocabulary=1000))
+
+
+def test_pools_without_a_vocabulary_keep_their_cache_file() -> None:
+    """Adding the field must not orphan the pools cached before it (hours of training)."""
+    path = teacher_pool.cache_path(_data(), TINY, Path("/cache"))
+    assert path.name == "pool-a751069d201adb6a6961.pt"  # the name before `vocabulary` existed
+    assert teacher_pool.cache_path(_data(), replace(TINY, vocabulary=6), Path("/c")) != path

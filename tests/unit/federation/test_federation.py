@@ -1,5 +1,6 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,11 @@ def test_rounds_free_report_and_resume(tmp_path: Path) -> None:
     assert set(verdict["meta_val"]) == set(methods)
     assert verdict["best"] == max(verdict["meta_val"], key=verdict["meta_val"].get)
     assert verdict["line"] in Path(summary["report"]["markdown"]).read_text()
+    report = json.loads(Path(summary["report"]["json"]).read_text())
+    owners = report["owners"]
+    assert len(owners) == 6 and {o["status"] for o in owners} == {"accepted"}
+    assert sum(o["sampled"] for o in owners) == config.iterations * config.teachers_per_iteration
+    assert "## Owners" in Path(summary["report"]["markdown"]).read_text()
     assert (tmp_path / "free" / "checkpoints" / "latest.pt").exists()
     # a restarted server asks nobody again and resumes from the checkpoint
     again = run_federation(

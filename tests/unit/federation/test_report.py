@@ -2,7 +2,14 @@ from pathlib import Path
 
 import numpy as np
 
-from server.report import AccuracyRow, ReportData, format_table, meta_val_curve, write_report
+from server.report import (
+    AccuracyRow,
+    ReportData,
+    format_table,
+    meta_val_curve,
+    owner_story,
+    write_report,
+)
 
 
 def test_report_files(tmp_path: Path) -> None:
@@ -33,3 +40,39 @@ def test_report_files(tmp_path: Path) -> None:
     text = paths["markdown"].read_text()
     assert "| FREE | 50.00 ± 1.00 | 70.00 ± 1.00 |" in text
     assert "n/a" in format_table(rows, 5)
+
+
+def test_owner_story_tells_status_reason_and_draws(tmp_path: Path) -> None:
+    models = [
+        {"teacher_id": t, "owner_id": o, "arch": a, "round": 1}
+        for t, o, a in [("t1", "alice", "conv4"), ("t2", "bob", "resnet18"), ("t3", "eve", "conv4")]
+    ]
+    copy = "near-duplicate of t1: matched output correlation 0.991 on 256 probe images"
+    doubt = "outputs disagree with peers on shared class names: mean margin -0.300"
+    verdicts = {
+        "t1": {"accepted": True, "suspected": False, "reason": "", "findings": []},
+        "t2": {
+            "accepted": True,
+            "suspected": True,
+            "reason": "",
+            "findings": [{"check": "label_agreement", "exclude": False, "reason": doubt}],
+        },
+        "t3": {"accepted": False, "suspected": False, "reason": copy, "findings": []},
+    }
+    history = [
+        {"kind": "iteration", "teachers": ["t1", "t2", "t1"]},
+        {"kind": "val", "iteration": 1, "val_accuracy": 0.5},
+        {"kind": "iteration", "teachers": ["t1"]},
+    ]
+    rows = owner_story(models, verdicts, history)
+    assert [(r["owner"], r["status"], r["sampled"]) for r in rows] == [
+        ("alice", "accepted", 3),
+        ("bob", "suspected", 1),
+        ("eve", "screened out", 0),
+    ]
+    assert rows[1]["why"] == doubt and rows[2]["why"] == copy
+    data = ReportData("t", [AccuracyRow("FREE", {1: (0.5, 0.01)})], 5, 10, owners=rows)
+    text = write_report(data, tmp_path)["markdown"].read_text()
+    assert "3 pooled models: 1 accepted, 1 screened out, 1 suspected; FREE drew teachers 4" in text
+    assert f"| eve | t3 | conv4 | screened out | {copy} | 0 |" in text
+    assert owner_story(models[:1], {}, [])[0]["status"] == "not screened"

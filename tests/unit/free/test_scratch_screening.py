@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from free_common.config import FreeConfig
+from free_common.data.base import ClassImages
 from free_common.free.scratch_inversion import fresh_generator, invert_from_scratch
 from free_common.free.screening import screen_teacher
 from free_common.free.teachers import Teacher
+from free_common.free.trust.probes import probe_images
 from tests.unit.free.synthetic import random_teacher, tiny_spec
 
 INV = FreeConfig.preset("test").inversion
@@ -46,22 +48,26 @@ def test_more_steps_recover_better(teachers: list[Teacher]) -> None:
     assert long.recovered.accuracy >= short.recovered.accuracy
 
 
-def test_screening_verdicts(teachers: list[Teacher]) -> None:
-    cfg = replace(SCREEN, steps=2, min_accuracy=0.0, min_confidence=0.0)
-    ok = screen_teacher(teachers[0], INV, cfg, torch.Generator(), max_classes=5)
+def test_screening_verdicts(teachers: list[Teacher], val_split: ClassImages) -> None:
+    probes = probe_images(val_split, 16)
+    cfg = replace(SCREEN, min_accuracy=0.0, min_confidence=0.0)
+    ok = screen_teacher(teachers[0], cfg, probes, max_classes=5)
     assert ok.accepted and ok.reason == "" and 0 <= ok.accuracy <= 1
+    assert ok.fingerprint is not None and ok.findings == ()
     picky = replace(cfg, min_confidence=1.0)
-    rejected = screen_teacher(teachers[0], INV, picky, torch.Generator(), max_classes=5)
+    rejected = screen_teacher(teachers[0], picky, probes, max_classes=5)
     assert not rejected.accepted and "confidence" in rejected.reason
-    wide = screen_teacher(
-        random_teacher("w", tiny_spec(6)), INV, cfg, torch.Generator(), max_classes=5
-    )
-    assert not wide.accepted and "exceed" in wide.reason
+    assert [f.check for f in rejected.findings] == ["recovery"]
+    wide = screen_teacher(random_teacher("w", tiny_spec(6)), cfg, probes, max_classes=5)
+    assert not wide.accepted and "exceed" in wide.reason and wide.fingerprint is None
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_weights_are_rejected_without_inverting(value: float) -> None:
+def test_non_finite_weights_are_rejected_without_measuring(
+    value: float, val_split: ClassImages
+) -> None:
     teacher = random_teacher("bad", tiny_spec(3))
     next(teacher.model.parameters()).data.view(-1)[0] = value
-    verdict = screen_teacher(teacher, INV, SCREEN, torch.Generator(), max_classes=5)
+    verdict = screen_teacher(teacher, SCREEN, probe_images(val_split, 4), max_classes=5)
     assert not verdict.accepted and "non-finite" in verdict.reason
+    assert verdict.fingerprint is None

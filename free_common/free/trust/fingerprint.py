@@ -1,0 +1,147 @@
+"""Everything screening measures on one teacher, once, when it arrives."""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from free_common.config import ScreeningConfig
+from free_common.free.teachers import Teacher
+from free_common.free.trust.probes import teacher_logits
+from free_common.free.trust.recovery import Recovery, recover_from_probes
+
+__all__ = ["SKETCH_SIZE", "Fingerprint", "measure_teacher", "weight_norm", "weight_sketch"]
+
+SKETCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """One teacher's measurements.
+
+    Attributes:
+        teacher_id: the teacher.
+        spec: its model spec as JSON (teachers with equal specs are weight-scale peers).
+        class_keys: its class keys (shared names or private ``"<id>/<i>"``).
+        logits: its logits on the probe images, (probes, classes), float32.
+        weight_norm: L2 norm of all its learnable weights (BatchNorm buffers excluded).
+        sketch: :func:`weight_sketch` of its weights, (SKETCH_SIZE,), float32.
+        recovery: the pixel-space recovery, or None when its logits were out of range.
+        seconds: wall time of the measurements.
+    """
+
+    teacher_id: str
+    spec: str
+    class_keys: tuple[str, ...]
+    logits: Tensor
+    weight_norm: float
+    sketch: Tensor
+    recovery: Recovery | None
+    seconds: float
+
+    @property
+    def max_abs_logit(self) -> float:
+        """Largest |logit| on the probes (inf when any is not finite)."""
+        return _max_abs(self.logits)
+
+    def to_state(self) -> dict[str, Any]:
+        """A checkpointable dict (tensors and plain values)."""
+        return {
+            "teacher_id": self.teacher_id,
+            "spec": self.spec,
+            "class_keys": list(self.class_keys),
+            "logits": self.logits,
+            "weight_norm": self.weight_norm,
+            "sketch": self.sketch,
+            "recovery": None if self.recovery is None else vars(self.recovery).copy(),
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Fingerprint:
+        """Inverse of :meth:`to_state`."""
+        recovery = state["recovery"]
+        return cls(
+            teacher_id=str(state["teacher_id"]),
+            spec=str(state["spec"]),
+            class_keys=tuple(state["class_keys"]),
+            logits=state["logits"],
+            weight_norm=float(state["weight_norm"]),
+            sketch=state["sketch"],
+            recovery=None if recovery is None else Recovery(**recovery),
+            seconds=float(state["seconds"]),
+        )
+
+
+def weight_norm(teacher: Teacher) -> float:
+    """L2 norm over every learnable tensor of the teacher (BatchNorm buffers excluded)."""
+    total = sum(float(p.detach().double().pow(2).sum()) for p in teacher.model.parameters())
+    return math.sqrt(total)
+
+
+def weight_sketch(teacher: Teacher, size: int = SKETCH_SIZE) -> Tensor:
+    """A unit-norm count sketch of the teacher's weights: (size,), float32.
+
+    Each learnable tensor is centred and scaled to unit norm (so every layer counts alike
+    and constant initialisations such as BatchNorm's ones do not look shared), then every
+    entry is added, with a random sign, to a random bucket; signs and buckets are seeded
+    by the tensor's name and size, so two teachers of one spec use the same ones. The dot
+    product of two sketches estimates the cosine similarity of the two weight sets (error
+    about ``1/sqrt(size)``): near 1 for a copy with noise, near 0 for models trained from
+    different random initialisations.
+    """
+    total = torch.zeros(size, dtype=torch.float64)
+    for name, param in sorted(teacher.model.named_parameters()):
+        values = param.detach().double().flatten().cpu()
+        values = values - values.mean()
+        norm = values.norm()
+        if values.numel() < 2 or float(norm) == 0.0:
+            continue
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{name}:{values.numel()}".encode()))
+        buckets = torch.randint(size, (values.numel(),), generator=generator)
+        signs = torch.randint(2, (values.numel(),), generator=generator).double() * 2 - 1
+        total.index_add_(0, buckets, values * signs / norm)
+    length = total.norm()
+    return (total / length if float(length) > 0 else total).float()
+
+
+def measure_teacher(teacher: Teacher, probes: Tensor, config: ScreeningConfig) -> Fingerprint:
+    """Measure ``teacher`` on ``probes`` (N, C, H, W in [0, 1]) as ``config`` says.
+
+    The recovery is skipped when the probe logits are out of ``config.max_logit`` (the
+    teacher is excluded for that alone, and inverting an exploding network is pointless).
+    """
+    started = time.perf_counter()
+    logits = teacher_logits(teacher, probes)
+    recovery = None
+    if _max_abs(logits) <= config.max_logit:
+        recovery = recover_from_probes(
+            teacher,
+            probes,
+            steps=config.steps,
+            per_class=config.images_per_class,
+            lr=config.recovery_lr,
+        )
+    return Fingerprint(
+        teacher.teacher_id,
+        teacher.spec.to_json(),
+        teacher.class_keys,
+        logits,
+        weight_norm(teacher),
+        weight_sketch(teacher),
+        recovery,
+        time.perf_counter() - started,
+    )
+
+
+def _max_abs(logits: Tensor) -> float:
+    """Largest |logit| (inf when any is not finite)."""
+    if not bool(torch.isfinite(logits).all()):
+        return math.inf
+    return float(logits.abs().max()) if logits.numel() else 0.0

@@ -1,0 +1,158 @@
+"""Screening of a growing pool: every teacher measured once, the pool judged as a whole.
+
+:class:`PoolScreen` keeps one verdict per teacher id. When ids arrive, each new teacher is
+screened alone (``free_common.free.screening``); then the pool checks
+(``free_common.free.trust.checks.pool_findings``: weight scale, near-duplicates, label
+agreement) run again over every teacher that passed alone, in acceptance order, so a
+verdict can change as peers arrive (a copy is caught when its original is present, a
+false name when a peer holds the name). Verdicts and fingerprints are plain data, so the
+FREE trainer checkpoints them and a resumed run never measures a teacher twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from safetensors import SafetensorError
+from torch import Tensor
+
+from free_common.config import ScreeningConfig
+from free_common.free.errors import NonFiniteLossError
+from free_common.free.screening import ScreeningResult, screen_teacher
+from free_common.free.teachers import Teacher
+from free_common.free.trust.checks import Finding, pool_findings
+from free_common.free.trust.fingerprint import Fingerprint
+
+__all__ = ["LOAD_ERRORS", "PoolScreen", "Verdict"]
+
+logger = logging.getLogger(__name__)
+
+LOAD_ERRORS = (ValueError, KeyError, RuntimeError, OSError, SafetensorError)
+"""What loading a damaged or hostile teacher may raise; each excludes it with the message."""
+
+Verdict = dict[str, Any]
+"""A teacher's verdict: ``accepted``, ``reason`` (the first excluding finding),
+``suspected`` (kept, with findings that did not exclude it), ``accuracy`` and
+``confidence`` of its recovery, ``findings`` (every failed check: ``check``, ``exclude``,
+``value``, ``limit``, ``reason``, ``other``) and ``seconds`` (its screening time)."""
+
+
+class PoolScreen:
+    """Screens the teachers of a pool as they arrive and keeps their verdicts.
+
+    Args:
+        config: the screening settings (``enabled=False``: every teacher that loads is
+            accepted, nothing is measured).
+        probes: the probe images (N, C, H, W) in [0, 1].
+        max_classes: the meta-learner's head size.
+    """
+
+    def __init__(self, config: ScreeningConfig, probes: Tensor, *, max_classes: int) -> None:
+        self.config = config
+        self.probes = probes
+        self.max_classes = max_classes
+        self.verdicts: dict[str, Verdict] = {}
+        self.fingerprints: dict[str, Fingerprint] = {}
+        self._alone: dict[str, list[Finding]] = {}
+
+    def screen(self, ids: Sequence[str], load: Callable[[str], Teacher]) -> list[str]:
+        """Screen the ids not seen yet, then judge the pool again; return the new ids."""
+        new = [t for t in ids if t not in self.verdicts]
+        for teacher_id in new:
+            self.verdicts[teacher_id] = self._screen_one(teacher_id, load)
+        if new and self.config.enabled:
+            self._judge_pool(ids)
+        for teacher_id in new:
+            verdict = self.verdicts[teacher_id]
+            if not verdict["accepted"]:
+                logger.warning("teacher %s excluded: %s", teacher_id, verdict["reason"])
+        return new
+
+    def accepted(self, ids: Sequence[str]) -> list[str]:
+        """The ids of ``ids`` whose verdict is accepted, in order."""
+        return [t for t in ids if self.verdicts[t]["accepted"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Verdicts and fingerprints (plain values and tensors) for a checkpoint."""
+        return {
+            "verdicts": self.verdicts,
+            "fingerprints": {k: fp.to_state() for k, fp in self.fingerprints.items()},
+            "alone": {k: [asdict(f) for f in v] for k, v in self._alone.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.verdicts = dict(state.get("verdicts", {}))
+        self.fingerprints = {
+            k: Fingerprint.from_state(v) for k, v in state.get("fingerprints", {}).items()
+        }
+        self._alone = {k: [Finding(**f) for f in v] for k, v in state.get("alone", {}).items()}
+
+    # ------------------------------------------------------------------ internals
+
+    def _screen_one(self, teacher_id: str, load: Callable[[str], Teacher]) -> Verdict:
+        nan = float("nan")
+        started = time.perf_counter()
+        try:
+            teacher = load(teacher_id)
+        except LOAD_ERRORS as err:
+            return _verdict(ScreeningResult(teacher_id, False, nan, nan, f"cannot load: {err}"))
+        if not self.config.enabled:
+            return _verdict(ScreeningResult(teacher_id, True, nan, nan, ""))
+        try:
+            result = screen_teacher(teacher, self.config, self.probes, max_classes=self.max_classes)
+        except NonFiniteLossError as err:
+            result = ScreeningResult(teacher_id, False, nan, nan, f"non-finite screening: {err}")
+        if result.fingerprint is not None:
+            self.fingerprints[teacher_id] = result.fingerprint
+        self._alone[teacher_id] = list(result.findings)
+        verdict = _verdict(result)
+        verdict["seconds"] = time.perf_counter() - started
+        return verdict
+
+    def _judge_pool(self, ids: Sequence[str]) -> None:
+        """Pool checks over the teachers that passed alone; update every verdict."""
+        alone_ok = [
+            t
+            for t in ids
+            if t in self.fingerprints and not any(f.exclude for f in self._alone.get(t, []))
+        ]
+        found = pool_findings([self.fingerprints[t] for t in alone_ok], self.config)
+        for teacher_id in alone_ok:
+            findings = self._alone.get(teacher_id, []) + found.get(teacher_id, [])
+            verdict = self.verdicts[teacher_id]
+            before = verdict["accepted"]
+            _apply(verdict, findings)
+            if before and not verdict["accepted"]:
+                logger.warning("teacher %s excluded: %s", teacher_id, verdict["reason"])
+            elif not before and verdict["accepted"]:
+                logger.info("teacher %s accepted again (%s)", teacher_id, "pool checks")
+
+
+def _verdict(result: ScreeningResult) -> Verdict:
+    verdict: Verdict = {
+        "teacher_id": result.teacher_id,
+        "accepted": result.accepted,
+        "reason": result.reason,
+        "suspected": False,
+        "accuracy": result.accuracy,
+        "confidence": result.confidence,
+        "findings": [],
+        "seconds": 0.0,
+    }
+    if result.findings:
+        _apply(verdict, list(result.findings))
+    return verdict
+
+
+def _apply(verdict: Verdict, findings: list[Finding]) -> None:
+    """Set ``accepted``, ``reason``, ``suspected`` and ``findings`` from ``findings``."""
+    excluding = [f for f in findings if f.exclude]
+    verdict["findings"] = [asdict(f) for f in findings]
+    verdict["accepted"] = not excluding
+    verdict["reason"] = excluding[0].reason if excluding else ""
+    verdict["suspected"] = bool(findings) and not excluding

@@ -1,0 +1,46 @@
+"""The poisoned-pool benchmark end to end on its ``smoke`` preset, and its resumable units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_poison
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_poison_smoke_writes_the_report_and_resumes_without_recomputing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, work, pools = tmp_path / "results", tmp_path / "work", tmp_path / "pools"
+    args = ["--preset", "smoke", "--out", str(out), "--work-dir", str(work)]
+    assert bench_poison.main([*args, "--cache-dir", str(pools)]) == 0
+    report = json.loads((out / "poison_smoke.json").read_text())
+    root = out / "poison_units" / "smoke"
+    units = sorted(str(p.relative_to(root)) for p in root.rglob("*.json"))
+    assert units == [
+        "accuracy/level00-defences-off-seed0.json",
+        "accuracy/level00-defences-on-seed0.json",
+        "accuracy/level50-defences-off-seed0.json",
+        "accuracy/level50-defences-on-seed0.json",
+        "detection/level00-seed0.json",
+        "detection/level50-seed0.json",
+    ]
+    assert report["units"] == {"detection": 2, "accuracy": 4}
+    assert set(report["accuracy"]["table"]) == {"off/0.0", "off/0.5", "on/0.0", "on/0.5"}
+    assert report["detection"]["honest_teachers"] == 6 + 3
+    for name in ("poison_smoke.md", "poison_smoke.png"):
+        assert (out / name).stat().st_size > 0
+
+    def recompute(*_: object, **__: object) -> None:
+        raise AssertionError("a finished unit was measured again")
+
+    monkeypatch.setattr(bench_poison, "_detection_unit", recompute)
+    monkeypatch.setattr(bench_poison, "_accuracy_unit", recompute)
+    monkeypatch.setattr(bench_poison.attacks, "backdoored", recompute)  # attacks are cached too
+    assert bench_poison.main([*args, "--cache-dir", str(pools)]) == 0
+    again = json.loads((out / "poison_smoke.json").read_text())
+    assert again["accuracy"] == report["accuracy"] and again["detection"] == report["detection"]

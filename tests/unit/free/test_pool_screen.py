@@ -1,0 +1,132 @@
+"""Screening a growing pool (``server.trust.PoolScreen``) and through the FREE trainer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import free_common.free.screening as screening
+from free_common.config import DEFAULT_PRESET, FreeConfig, ScreeningConfig
+from free_common.data.base import ClassImages
+from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
+from free_common.free.trust.probes import probe_images
+from server.checkpoint import load_checkpoint
+from server.free_training import FreeTrainer
+from server.trust import PoolScreen
+from tests.unit.free.synthetic import class_images, tiny_spec, trained_teacher
+
+CFG = ScreeningConfig(probe_images=40, min_confidence=0.3)
+
+
+def _copy(teacher: Teacher, name: str, noise: float = 0.05) -> Teacher:
+    g = torch.Generator().manual_seed(0)
+    state = {
+        k: v + noise * v.std() * torch.randn(v.shape, generator=g)
+        if v.is_floating_point() and v.numel() > 1 and "running" not in k
+        else v.clone()
+        for k, v in teacher.model.state_dict().items()
+    }
+    return teacher_from_state_dict(name, teacher.spec, state)
+
+
+def _screen(val: ClassImages, config: ScreeningConfig = CFG) -> PoolScreen:
+    return PoolScreen(config, probe_images(val, config.probe_images), max_classes=5)
+
+
+def test_a_copy_arriving_later_is_excluded_and_its_original_kept(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    source = InMemoryTeachers(teachers[:2])
+    screen = _screen(val_split)
+    assert screen.screen(source.ids(), source.load) == ["t0", "t1"]
+    assert screen.accepted(source.ids()) == ["t0", "t1"]
+    source.add([_copy(teachers[0], "copy")])
+    assert screen.screen(source.ids(), source.load) == ["copy"]
+    assert screen.accepted(source.ids()) == ["t0", "t1"]
+    verdict = screen.verdicts["copy"]
+    assert not verdict["accepted"] and verdict["reason"].startswith("near-duplicate of t0")
+    assert verdict["findings"][0]["check"] == "near_duplicate"
+    assert verdict["findings"][0]["other"] == "t0" and verdict["seconds"] > 0
+
+
+def test_each_teacher_is_measured_once_and_a_restored_screen_measures_nothing(
+    teachers: list[Teacher], val_split: ClassImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = InMemoryTeachers(teachers)
+    screen = _screen(val_split)
+    screen.screen(source.ids(), source.load)
+    screen.screen(source.ids(), source.load)  # nothing new: nothing measured again
+    restored = _screen(val_split)
+    restored.load_state_dict(screen.state_dict())
+
+    def no_measuring(*_: object, **__: object) -> None:
+        raise AssertionError("a screened teacher was measured again")
+
+    monkeypatch.setattr(screening, "measure_teacher", no_measuring)
+    assert restored.screen(source.ids(), source.load) == []
+    assert restored.verdicts == screen.verdicts
+    assert restored.fingerprints.keys() == screen.fingerprints.keys() == {"t0", "t1", "t2"}
+
+
+def test_disabled_screening_accepts_whatever_loads(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    class Broken(InMemoryTeachers):
+        def ids(self) -> list[str]:
+            return [*super().ids(), "gone"]
+
+        def load(self, teacher_id: str) -> Teacher:
+            if teacher_id == "gone":
+                raise OSError("file vanished")
+            return super().load(teacher_id)
+
+    source = Broken([_copy(teachers[0], "a"), _copy(teachers[0], "b")])
+    screen = _screen(val_split, replace(CFG, enabled=False))
+    screen.screen(source.ids(), source.load)
+    assert screen.accepted(source.ids()) == ["a", "b"] and screen.fingerprints == {}
+    assert screen.verdicts["gone"]["reason"] == "cannot load: file vanished"
+
+
+def test_trained_resnet_owner_passes_the_default_screening(tmp_path: Path) -> None:
+    """Regression: 30 generator steps left honest ResNets below the Conv4-calibrated bar.
+
+    A ResNet-10 trained to 100% on its classes recovered at accuracy 0.67-0.75 and
+    confidence 0.61-0.83 under the old screening and was excluded, so FREE had no teacher.
+    """
+    train, val = class_images(9, 20, seed=0), class_images(6, 10, seed=1, name="val")
+    resnet = trained_teacher(
+        "resnet", train, [0, 1, 2], epochs=20, spec=tiny_spec(3, arch="resnet10", width=8)
+    )
+    shipped = FreeConfig.preset(DEFAULT_PRESET)
+    config = replace(
+        shipped,
+        iterations=1,
+        meta_learner=replace(shipped.meta_learner, width=8, image_size=16),
+        eval=replace(shipped.eval, val_tasks=1, shots=(1,), q_query=2),
+    )
+    trainer = FreeTrainer(
+        config, InMemoryTeachers([resnet]), val_data=val, test_data=None, work_dir=tmp_path
+    )
+    result = trainer.train(progress=False)
+    assert result.excluded == {}
+    assert result.screening["resnet"]["accepted"] and result.screening["resnet"]["accuracy"] == 1.0
+
+
+def test_trainer_screens_without_training_and_checkpoints_the_fingerprints(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+) -> None:
+    config = replace(FreeConfig.preset("test"), iterations=1)
+    source = InMemoryTeachers([*teachers, _copy(teachers[1], "copy")])
+    trainer = FreeTrainer(config, source, val_data=val_split, test_data=None, work_dir=tmp_path)
+    verdicts = trainer.screen_pool()
+    assert trainer.state.iteration == 0 and set(verdicts) == {"t0", "t1", "t2", "copy"}
+    result = trainer.train(progress=False)
+    assert result.screening.keys() == verdicts.keys()
+    saved = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert saved is not None and saved["screen"]["fingerprints"].keys() == verdicts.keys()
+    resumed = FreeTrainer(config, source, val_data=val_split, test_data=None, work_dir=tmp_path)
+    assert resumed.screen.fingerprints.keys() == verdicts.keys()
+    assert resumed.screen_pool() == verdicts

@@ -1,0 +1,252 @@
+"""The trust measurements and checks of ``free_common.free.trust`` (probes, recovery, verdicts)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from free_common.config import ConfigError, ScreeningConfig
+from free_common.data.base import ClassImages
+from free_common.free.teachers import Teacher, teacher_from_state_dict
+from free_common.free.trust.checks import (
+    matched_correlation,
+    pool_findings,
+    standardised,
+    teacher_findings,
+    top_class_share,
+)
+from free_common.free.trust.fingerprint import Fingerprint, measure_teacher, weight_sketch
+from free_common.free.trust.probes import TrustError, probe_images, teacher_logits
+from free_common.free.trust.recovery import Recovery, recover_from_probes
+from tests.unit.free.synthetic import random_teacher, tiny_spec
+
+CFG = ScreeningConfig(probe_images=40)
+_SKETCH_SLOT = itertools.count()
+OK = Recovery(1.0, 0.99, 0.0)
+
+
+def _fp(
+    name: str,
+    logits: torch.Tensor,
+    *,
+    keys: tuple[str, ...] | None = None,
+    norm: float = 10.0,
+    spec: str = "s",
+    recovery: Recovery | None = OK,
+    sketch: torch.Tensor | None = None,
+) -> Fingerprint:
+    keys = keys or tuple(f"{name}/{i}" for i in range(logits.shape[1]))
+    if sketch is None:  # unrelated weights: orthogonal sketches
+        sketch = torch.zeros(256)
+        sketch[next(_SKETCH_SLOT) % 256] = 1.0
+    return Fingerprint(name, spec, keys, logits.float(), norm, sketch, recovery, 0.0)
+
+
+def _features(probes: int = 200, dims: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(probes, dims)))
+
+
+def _classifier(features: torch.Tensor, seed: int, noise: float = 0.3) -> torch.Tensor:
+    """Logits of a 'teacher' whose output i reads feature i (plus its own noise)."""
+    g = np.random.default_rng(seed)
+    base = features[:, :5] * 2
+    return base + torch.from_numpy(g.normal(scale=noise, size=base.shape))
+
+
+def test_probe_images_are_a_seeded_sample_in_unit_range(val_split: ClassImages) -> None:
+    a = probe_images(val_split, 12, seed=3)
+    assert a.shape == (12, 1, 16, 16) and a.dtype == torch.float32
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    assert torch.equal(a, probe_images(val_split, 12, seed=3))
+    assert probe_images(val_split, 10_000).shape[0] == len(val_split.labels)
+    with pytest.raises(TrustError):
+        probe_images(val_split, 0)
+
+
+def test_recovery_separates_a_trained_teacher_from_a_random_one(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    probes = probe_images(val_split, 40)
+    trained = recover_from_probes(teachers[0], probes, steps=10, per_class=4, lr=0.5)
+    random = recover_from_probes(
+        random_teacher("r", tiny_spec(3, width=8)), probes, steps=10, per_class=4, lr=0.5
+    )
+    assert trained.accuracy == 1.0 and trained.confidence > random.confidence + 0.1
+    assert random.confidence < 0.45
+    with pytest.raises(TrustError):
+        recover_from_probes(teachers[0], probes, steps=0, per_class=4, lr=0.5)
+
+
+def test_measure_skips_recovery_when_logits_explode(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    probes = probe_images(val_split, 20)
+    state = {
+        k: v * 10 if v.is_floating_point() else v for k, v in teachers[0].model.state_dict().items()
+    }
+    scaled = teacher_from_state_dict("scaled", teachers[0].spec, state)
+    fp = measure_teacher(scaled, probes, replace(CFG, max_logit=50.0))
+    assert fp.recovery is None and fp.max_abs_logit > 50
+    (finding,) = teacher_findings(fp, replace(CFG, max_logit=50.0))
+    assert finding.check == "logit_range" and finding.exclude and "logits reach" in finding.reason
+    honest = measure_teacher(teachers[0], probes, CFG)
+    assert honest.recovery is not None and honest.logits.shape == (20, 3)
+    assert torch.equal(honest.logits, teacher_logits(teachers[0], probes))
+
+
+def test_fingerprint_state_round_trip(teachers: list[Teacher], val_split: ClassImages) -> None:
+    fp = measure_teacher(teachers[1], probe_images(val_split, 8), CFG)
+    again = Fingerprint.from_state(fp.to_state())
+    assert again.recovery == fp.recovery and torch.equal(again.logits, fp.logits)
+    assert (again.teacher_id, again.spec, again.class_keys) == (
+        fp.teacher_id,
+        fp.spec,
+        fp.class_keys,
+    )
+
+
+def test_failed_recovery_excludes_with_both_figures() -> None:
+    weak = _fp("w", _features()[:, :5], recovery=Recovery(0.4, 0.3, 0.0))
+    (finding,) = teacher_findings(weak, CFG)
+    assert finding.check == "recovery" and finding.exclude
+    assert "accuracy 0.400" in finding.reason and "confidence 0.300" in finding.reason
+
+
+def test_constant_output_is_the_mean_probability_of_the_favourite_class() -> None:
+    spread = torch.eye(5).repeat(20, 1) * 4  # each class favoured by a fifth of the probes
+    share, _ = top_class_share(spread)
+    assert share == pytest.approx(0.2)
+    constant = torch.zeros(100, 5)
+    constant[:, 2] = 12.0
+    share, label = top_class_share(constant)
+    assert label == 2 and share > 0.99
+    (finding,) = teacher_findings(_fp("c", constant), CFG)
+    assert finding.check == "constant_output" and "class 2" in finding.reason
+    assert teacher_findings(_fp("s", spread), CFG) == []
+
+
+def test_matched_correlation_is_invariant_to_output_order() -> None:
+    z = standardised(_classifier(_features(), 0))
+    perm = [3, 0, 4, 1, 2]
+    assert matched_correlation(z.T @ z[:, perm] / len(z)) == pytest.approx(1.0)
+    other = standardised(_classifier(_features(seed=9), 1))
+    assert matched_correlation(z.T @ other / len(z)) < 0.5
+
+
+def test_near_duplicate_flags_the_later_copy_only() -> None:
+    f = _features()
+    original = _classifier(f, 0)
+    noise = torch.randn(original.shape, generator=torch.Generator().manual_seed(0))
+    copy = original[:, [2, 0, 1, 4, 3]] + 0.05 * noise.double()
+    unrelated = _classifier(_features(seed=5), 1)
+    found = pool_findings([_fp("a", original), _fp("x", unrelated), _fp("b", copy)], CFG)
+    assert set(found) == {"b"}
+    (finding,) = found["b"]
+    assert finding.check == "near_duplicate" and finding.other == "a" and finding.value > 0.95
+
+
+def test_weight_sketch_tells_a_noisy_copy_from_an_independent_model(
+    teachers: list[Teacher],
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    noisy = {
+        k: v + 0.3 * v.std() * torch.randn(v.shape, generator=g) if v.numel() > 1 else v
+        for k, v in teachers[0].model.state_dict().items()
+    }
+    copy = teacher_from_state_dict("copy", teachers[0].spec, noisy)
+    sketches = [weight_sketch(t) for t in (teachers[0], copy, teachers[1])]
+    assert all(s.shape == (1024,) and float(s.norm()) == pytest.approx(1.0) for s in sketches)
+    assert float(sketches[0] @ sketches[1]) > 0.9
+    assert abs(float(sketches[0] @ sketches[2])) < 0.3
+
+
+def test_a_weight_copy_is_a_near_duplicate_even_with_other_outputs() -> None:
+    shared = torch.nn.functional.normalize(torch.ones(64), dim=0)
+    a = _fp("a", _classifier(_features(), 0), sketch=shared)
+    b = _fp("b", _classifier(_features(seed=3), 1), sketch=shared)
+    other_spec = _fp("c", _classifier(_features(seed=4), 2), sketch=shared, spec="other")
+    found = pool_findings([a, b, other_spec], CFG)
+    assert set(found) == {"b"}  # a weight sketch is compared within a spec only
+    assert "weight similarity 1.000" in found["b"][0].reason
+
+
+def test_weight_scale_needs_peers_then_flags_outliers_both_ways() -> None:
+    logits = [_classifier(_features(seed=i), i) for i in range(6)]
+    norms = [10.0, 11.0, 9.5, 10.2, 100.0, 4.0]
+    fps = [_fp(f"t{i}", logits[i], norm=n) for i, n in enumerate(norms)]
+    found = pool_findings(fps, CFG)
+    assert set(found) == {"t4", "t5"}
+    assert all(f.check == "weight_scale" for v in found.values() for f in v)
+    assert pool_findings(fps[:4] + fps[4:5], replace(CFG, min_peers=5)) == {}
+    other_spec = [replace(fp, spec="other") if fp.teacher_id == "t4" else fp for fp in fps]
+    assert set(pool_findings(other_spec, CFG)) == {"t5"}  # alone in its spec: no peers
+
+
+def _named(name: str, logits: torch.Tensor, names: list[str]) -> Fingerprint:
+    return _fp(name, logits, keys=tuple(f"label:{n}" for n in names))
+
+
+def test_label_agreement_flags_permuted_names_not_their_honest_peers() -> None:
+    f = _features(dims=10)
+    names = ["a", "b", "c", "d", "e"]
+    honest = [_named(f"h{i}", _classifier(f, i, noise=1.0), names) for i in range(4)]
+    shifted = _named("shift", _classifier(f, 8, noise=1.0)[:, [1, 2, 3, 4, 0]], names)
+    swapped = _named("swap", _classifier(f, 9, noise=1.0)[:, [1, 0, 3, 2, 4]], names)
+    found = pool_findings([*honest, shifted, swapped], CFG)
+    assert set(found) == {"shift", "swap"}
+    for finding in (*found["shift"], *found["swap"]):
+        assert finding.check == "label_agreement" and finding.exclude
+        assert finding.value < CFG.min_label_margin and "label:" in finding.reason
+
+
+def test_label_agreement_flags_outputs_unrelated_to_the_claimed_names() -> None:
+    f = _features(dims=10)
+    names = ["a", "b", "c", "d", "e"]
+    honest = [_named(f"h{i}", _classifier(f, i, noise=1.0), names) for i in range(4)]
+    elsewhere = f[:, 5:10] * 2  # trained on other classes: its outputs read other features
+    noise = torch.randn(elsewhere.shape, generator=torch.Generator().manual_seed(1)).double()
+    false = _named("false", elsewhere + 0.3 * noise, names)
+    found = pool_findings([*honest, false], CFG)
+    assert set(found) == {"false"}
+    (finding,) = found["false"]
+    assert finding.check == "label_agreement" and "mean correlation" in finding.reason
+
+
+def test_label_disagreement_with_too_few_pairs_is_only_suspected() -> None:
+    f, g = _features(), _features(seed=7)
+    a = _named("a", _classifier(f, 0), ["a", "b", "c", "d", "e"])
+    swapped = torch.cat([f[:, [1, 0]], g[:, :3]], dim=1) * 2  # "a" and "b" read the wrong way
+    b = _named("b", swapped, ["a", "b", "x", "y", "z"])
+    found = pool_findings([a, b], replace(CFG, min_label_pairs=3))
+    checks = [f for v in found.values() for f in v]
+    assert checks and all(f.check == "label_agreement" and not f.exclude for f in checks)
+    assert all("suspected" in f.reason for f in checks)
+
+
+def test_private_names_never_pair() -> None:
+    f = _features()
+    fps = [_fp(f"t{i}", _classifier(f, i)[:, torch.randperm(5)]) for i in range(3)]
+    assert not any(
+        f.check == "label_agreement" for v in pool_findings(fps, CFG).values() for f in v
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_weight_ratio", 1.0),
+        ("min_label_margin", -3.0),
+        ("min_label_correlation", 1.5),
+        ("max_top_class_share", 1.5),
+        ("probe_images", 0),
+        ("max_logit", 0.0),
+        ("min_peers", 0),
+    ],
+)
+def test_screening_config_refuses_out_of_range_values(field: str, value: float) -> None:
+    with pytest.raises(ConfigError):
+        ScreeningConfig(**{field: value})
