@@ -132,7 +132,7 @@ def average_candidate(teachers: TeacherSource, spec: ModelSpec) -> Candidate:
 def best_owner_candidate(
     teachers: TeacherSource,
     val: ClassImages,
-    learner: ModelSpec,
+    learner: ModelSpec | None,
     *,
     n_way: int,
     k_shot: int,
@@ -145,11 +145,20 @@ def best_owner_candidate(
 
     Models are scored by nearest-centroid accuracy on the same ``n_tasks`` meta-val tasks.
     The winner keeps its own head (its spec may differ from ``learner``'s in class count).
+    ``learner=None`` lets every architecture that takes ``val``'s input compete (the
+    benchmarks' "best single teacher").
     """
     scores: dict[str, float] = {}
+    shape = (val.image_shape[0], val.image_shape[1])
     for teacher_id in teachers.ids():
         teacher = teachers.load(teacher_id)
-        if not teacher.spec.same_backbone(learner) or not isinstance(teacher.model, Classifier):
+        spec = teacher.spec
+        fits = (
+            (spec.in_channels, spec.image_size) == shape
+            if learner is None
+            else spec.same_backbone(learner)
+        )
+        if not fits or not isinstance(teacher.model, Classifier):
             continue
         scores[teacher_id] = evaluate(
             teacher.model,
@@ -162,12 +171,14 @@ def best_owner_candidate(
             seed=seed,
             device=device,
         ).mean
+    kind = "" if learner is None else f"{learner.arch} "
     if not scores:
-        return Candidate("Best owner", None, None, f"no owner model with a {learner.arch} backbone")
+        return Candidate("Best owner", None, None, f"no {kind}owner model takes the input")
     best = max(scores, key=lambda k: scores[k])
     teacher = teachers.load(best)
     assert isinstance(teacher.model, Classifier)
-    note = f"{best}, best of {len(scores)} {learner.arch} owners on meta-val"
+    arch = f" ({teacher.spec.arch})" if learner is None else ""
+    note = f"{best}{arch}, best of {len(scores)} {kind}owners on meta-val"
     logger.info("best owner: %s (meta-val nearest centroid %.4f)", note, scores[best])
     return Candidate("Best owner", teacher.model, teacher.spec, note)
 

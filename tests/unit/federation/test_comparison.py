@@ -132,3 +132,16 @@ def test_bad_comparison_settings_are_refused_when_the_run_config_is_read(
 
     with pytest.raises(SettingsError):
         FederationSettings.from_run_config({key: value})
+
+
+def test_without_a_learner_every_architecture_taking_the_input_competes() -> None:
+    data = blob_split(num_classes=4, per_class=6)
+    wide = _teacher("wide", 3, ModelSpec("conv4", image_size=16, width=8, num_classes=4))
+    rgb = _teacher(
+        "rgb",
+        4,
+        ModelSpec("conv4", in_channels=3, image_size=16, width=4, mean=(0.5,) * 3, std=(0.5,) * 3),
+    )
+    kwargs = {"n_way": 4, "k_shot": 1, "q_query": 2, "n_tasks": 4, "seed": 0}
+    cand = best_owner_candidate(InMemoryTeachers([rgb, wide]), data, None, **kwargs)  # type: ignore[arg-type]
+    assert cand.model is wide.model and cand.note == "wide (conv4), best of 1 owners on meta-val"
