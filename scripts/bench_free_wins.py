@@ -1,0 +1,472 @@
+"""Does FREE earn its place? FREE against what the pool gives for free, over training seeds.
+
+Every method is meta-tested under the same three protocols on the same tasks
+(:mod:`free_common.protocols`: ``tuned``, the headline, with each method's rate and head
+start chosen on glyph meta-val; ``published``, lr 0.01; ``proto``, the device's nearest
+centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-shot, and
+Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
+
+- ``free``: the shipped default preset (``xkd-cpu``), one model per training seed;
+- ``free_paper``: the published algorithm (``paper-cpu``), one model per training seed;
+- ``random``: the meta-learner untrained, initialised from the training seed;
+- ``average``: the plain mean of the pool's models with the learner's spec (one model);
+- ``best_owner``: the single pool model, of any architecture, whose features score best on
+  meta-val by nearest centroid (one model), the baseline a practitioner tries first.
+
+Baselines come from the same code as the main job's (:mod:`server.comparison`). Pools are
+those of ``scripts.bench_accuracy`` (100 teachers, pool seed 0, cached on disk): ``single``
+(Conv4) and ``multi`` (Conv4, ResNet-10, ResNet-18).
+
+Resumable: one unit per (pool, method, seed, setting) under
+``scripts/results/free_wins_units/<preset>/``, written when it finishes and never run again;
+trained models are cached (``~/.cache/freefed/free_wins``), so an interrupted run resumes
+where it stopped and a fresh clone retrains only what its units lack. The report
+(``free_wins.json`` and ``.md``) is rebuilt from every finished unit: per pool, setting and
+protocol, each method's mean over seeds, across-seed standard deviation, worst seed and
+per-seed means, and FREE's margin over the best baseline, which holds only if every seed
+beats that baseline.
+
+Usage::
+
+    python -m scripts.bench_free_wins --pools single --methods free,random --seeds 0,1,2
+    python -m scripts.bench_free_wins --settings glyphs-5w1s,glyphs-5w5s
+    python -m scripts.bench_free_wins --preset full --report   # rebuild the report only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from free_common.config import FreeConfig
+from free_common.data.base import ClassImages
+from free_common.data.registry import load_split as load_dataset
+from free_common.free.meta_learner import learner_spec
+from free_common.free.teachers import InMemoryTeachers
+from free_common.models import Classifier, build_model
+from free_common.protocols import PROTOCOLS, ProtocolSettings, TaskSetting, meta_test
+from free_common.runtime import host_record, pick_device
+from scripts.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
+from server.baselines import free_trainer
+from server.comparison import average_candidate, best_owner_candidate, random_candidate
+
+__all__ = ["METHODS", "PRESETS", "SETTINGS", "WinsPreset", "main", "report", "run_unit"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CACHE_DIR = Path("~/.cache/freefed").expanduser()
+"""Trained models go to ``<cache>/free_wins``, pools to ``<cache>/pools`` (shared with
+``scripts.bench_accuracy``)."""
+METHODS: tuple[str, ...] = ("free", "free_paper", "random", "average", "best_owner")
+TRAINED = {"free": "xkd-cpu", "free_paper": "paper-cpu"}
+"""Methods trained by FREE's loop, and their preset."""
+DETERMINISTIC = ("average", "best_owner")
+"""Methods whose model does not depend on the training seed: measured once, as seed 0."""
+SETTINGS: dict[str, tuple[str, TaskSetting]] = {
+    "glyphs-5w1s": ("glyphs", TaskSetting(5, 1)),
+    "glyphs-5w5s": ("glyphs", TaskSetting(5, 5)),
+    "glyphs-20w1s": ("glyphs", TaskSetting(20, 1)),
+    "glyphs-20w5s": ("glyphs", TaskSetting(20, 5)),
+    "fashion-5w1s": ("fashion-mnist", TaskSetting(5, 1)),
+    "fashion-5w5s": ("fashion-mnist", TaskSetting(5, 5)),
+}
+"""Setting name -> (meta-test dataset, task family)."""
+POOLS: dict[str, tuple[str, ...]] = {
+    "single": ("conv4",),
+    "multi": ("conv4", "resnet10", "resnet18"),
+}
+GOALS = {"glyphs-5w1s": 4.78, "glyphs-20w1s": 4.78, "glyphs-20w5s": 4.78, "glyphs-5w5s": 1.42}
+"""Issue 15's goals: FREE's margin (points) over the best baseline under ``tuned``."""
+
+
+@dataclass(frozen=True)
+class WinsPreset:
+    """Sizes of one run of the benchmark.
+
+    Attributes:
+        dataset: meta-train/val data of pools and training (``glyphs`` or ``synthetic``).
+        teachers: teachers per pool.
+        pool_epochs: each teacher's training epochs.
+        protocols: :class:`ProtocolSettings` (test tasks, the tuned grid, meta-val tasks).
+        tiny: train FREE at wiring sizes (the smoke preset), not as the presets ship.
+        settings: the :data:`SETTINGS` this preset can run.
+    """
+
+    dataset: str
+    teachers: int
+    pool_epochs: int
+    protocols: ProtocolSettings
+    tiny: bool = False
+    settings: tuple[str, ...] = tuple(SETTINGS)
+
+
+PRESETS: dict[str, WinsPreset] = {
+    "smoke": WinsPreset(
+        dataset="synthetic",
+        teachers=3,
+        pool_epochs=2,
+        protocols=ProtocolSettings(
+            test_tasks=3, val_tasks=2, lrs=(0.01, 0.1), heads=("zero", "proto")
+        ),
+        tiny=True,
+        settings=("glyphs-5w1s", "glyphs-5w5s"),
+    ),
+    "full": WinsPreset(
+        dataset="glyphs",
+        teachers=100,
+        pool_epochs=30,
+        protocols=ProtocolSettings(
+            test_tasks=600, val_tasks=50, lrs=(0.01, 0.03, 0.1, 0.3), heads=("zero", "proto")
+        ),
+    ),
+}
+
+
+def free_config(preset: WinsPreset, method: str, seed: int) -> FreeConfig:
+    """The FREE configuration of a trained method at one training seed."""
+    config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
+    if not preset.tiny:
+        return config
+    return replace(  # the smoke preset: the method's own update at wiring sizes
+        config,
+        iterations=2,
+        warmup=1,
+        teachers_per_iteration=2,
+        checkpoint_every=2,
+        inversion=replace(
+            config.inversion,
+            latent_dim=16,
+            generator_width=4,
+            inner_steps=2,
+            images_per_class=4,
+        ),
+        meta_learner=replace(config.meta_learner, width=4),
+        cross_kd=replace(config.cross_kd, steps=2, batch=8, teachers=2),
+        replay=replace(config.replay, q_query=2, meta_batch=2, inner_steps=1, max_meta_batches=2),
+        eval=replace(config.eval, every=2, val_tasks=2),
+        screening=replace(config.screening, enabled=False),
+    )
+
+
+def _unit_path(root: Path, pool: str, method: str, seed: int, setting: str) -> Path:
+    return root / pool / f"{method}-s{seed}" / f"{setting}.json"
+
+
+def _pool_teachers(preset: WinsPreset, pool: str, cache_dir: Path) -> InMemoryTeachers:
+    spec = learner_spec(free_config(preset, "free", 0).meta_learner)
+    settings = PoolSettings(
+        archs=POOLS[pool],
+        teachers=preset.teachers,
+        epochs=preset.pool_epochs,
+        conv4_width=spec.width,
+        **({"resnet_width": 2} if preset.dataset == "synthetic" else {}),
+    )
+    data = load_split(preset.dataset, "train")
+    members = build_pool(data, settings, cache_dir=cache_dir / "pools", progress=True)
+    return InMemoryTeachers(teachers_of(members))
+
+
+def _model(
+    cache_dir: Path,
+    preset_name: str,
+    preset: WinsPreset,
+    pool: str,
+    method: str,
+    seed: int,
+    val: ClassImages,
+    teachers: InMemoryTeachers,
+) -> tuple[Classifier, dict[str, Any]]:
+    """The model of ``method`` at ``seed`` (trained ones cached on disk) and what it is."""
+    spec = learner_spec(free_config(preset, "free", seed).meta_learner)
+    if method == "random":
+        cand = random_candidate(spec, seed)
+    elif method == "average":
+        cand = average_candidate(teachers, spec)
+    elif method == "best_owner":
+        cand = best_owner_candidate(
+            teachers, val, None, n_way=5, k_shot=1, q_query=15, n_tasks=100, seed=7
+        )
+    else:
+        work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}"
+        return _trained(work, preset, method, seed, val, teachers)
+    if cand.model is None:
+        raise RuntimeError(f"{method}: {cand.note}")
+    return cand.model, {"note": cand.note}
+
+
+def _trained(
+    work: Path,
+    preset: WinsPreset,
+    method: str,
+    seed: int,
+    val: ClassImages,
+    teachers: InMemoryTeachers,
+) -> tuple[Classifier, dict[str, Any]]:
+    config = free_config(preset, method, seed)
+    final = work / "model.pt"
+    if final.is_file():
+        saved = torch.load(final, weights_only=False)
+        model = build_model(saved["spec"], batch_stats=True)
+        model.load_state_dict(saved["state"])
+        return model.eval(), saved["info"]
+    t0 = time.perf_counter()
+    trainer = free_trainer(config, "free", teachers, val_data=val, work_dir=work)
+    result = trainer.train(progress=True)
+    info = {
+        "preset": TRAINED[method],
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "best_iteration": result.best_iteration,
+        "best_val": result.best_val,
+        "excluded": len(result.excluded),
+    }
+    torch.save({"spec": result.spec, "state": result.model.state_dict(), "info": info}, final)
+    return result.model, info
+
+
+def run_unit(
+    preset_name: str,
+    pool: str,
+    method: str,
+    seed: int,
+    setting: str,
+    *,
+    root: Path,
+    cache: dict[Any, Any],
+    cache_dir: Path = CACHE_DIR,
+) -> dict[str, Any]:
+    """Measure one unit (reusing a finished one) and write it under ``root``."""
+    path = _unit_path(root, pool, method, seed, setting)
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    preset = PRESETS[preset_name]
+    dataset, task = SETTINGS[setting]
+    key = ("val", preset.dataset)
+    if key not in cache:
+        cache[key] = load_split(preset.dataset, "val")
+    val = cache[key]
+    if ("pool", pool) not in cache:
+        cache[("pool", pool)] = _pool_teachers(preset, pool, cache_dir)
+    if ("model", pool, method, seed) not in cache:
+        cache[("model", pool, method, seed)] = _model(
+            cache_dir, preset_name, preset, pool, method, seed, val, cache[("pool", pool)]
+        )
+    model, info = cache[("model", pool, method, seed)]
+    test = _test_split(preset, dataset, cache)
+    t0 = time.perf_counter()
+    logger.info("unit %s/%s-s%d/%s", pool, method, seed, setting)
+    results = meta_test(model, val, test, task, preset.protocols, device=pick_device())
+    unit = {
+        "pool": pool,
+        "method": method,
+        "seed": seed,
+        "setting": setting,
+        "task": asdict(task),
+        "model": info,
+        "protocols": {k: v.to_dict() for k, v in results.items()},
+        "accuracies": {k: [round(float(a), 5) for a in v.accuracies] for k, v in results.items()},
+        "seconds": round(time.perf_counter() - t0, 1),
+        "host": host_record(pick_device()),
+        "settings": asdict(preset.protocols),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(unit, indent=1))
+    tmp.replace(path)
+    return unit
+
+
+def _test_split(preset: WinsPreset, dataset: str, cache: dict[Any, Any]) -> ClassImages:
+    key = ("test", dataset)
+    if key not in cache:
+        if dataset == "glyphs":
+            cache[key] = load_split(preset.dataset, "test")
+        else:  # cross-domain, at the learner's input
+            val = cache[("val", preset.dataset)]
+            cache[key] = load_dataset(
+                dataset, "test", image_size=val.image_shape[1], channels=val.image_shape[0]
+            )
+    data: ClassImages = cache[key]
+    return data
+
+
+def report(root: Path) -> dict[str, Any]:
+    """Aggregate every finished unit under ``root`` (see the module docstring)."""
+    units = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*.json"))]
+    table: dict[str, Any] = {}
+    for u in units:
+        for protocol, r in u["protocols"].items():
+            cell = table.setdefault(u["pool"], {}).setdefault(u["setting"], {})
+            cell.setdefault(protocol, {}).setdefault(u["method"], {})[str(u["seed"])] = {
+                "mean": r["mean"],
+                "ci95": r["ci95"],
+                "lr": r["lr"],
+                "head": r["head"],
+            }
+    out: dict[str, Any] = {}
+    for pool, by_setting in table.items():
+        for setting, by_protocol in by_setting.items():
+            for protocol, by_method in by_protocol.items():
+                out.setdefault(pool, {}).setdefault(setting, {})[protocol] = _summary(
+                    setting, protocol, by_method
+                )
+    return {"units": len(units), "results": out}
+
+
+def _summary(setting: str, protocol: str, by_method: dict[str, Any]) -> dict[str, Any]:
+    methods: dict[str, Any] = {}
+    for method, seeds in by_method.items():
+        means = np.array([100 * s["mean"] for s in seeds.values()])
+        methods[method] = {
+            "mean": round(float(means.mean()), 2),
+            "sd": round(float(means.std(ddof=1)), 2) if len(means) > 1 else 0.0,
+            "worst": round(float(means.min()), 2),
+            "seeds": {k: round(100 * v["mean"], 2) for k, v in seeds.items()},
+            "ci95": round(float(np.mean([100 * s["ci95"] for s in seeds.values()])), 2),
+            "deterministic": method in DETERMINISTIC,
+        }
+    summary: dict[str, Any] = {"methods": methods}
+    baselines = {m: v for m, v in methods.items() if m not in TRAINED}
+    if "free" in methods and baselines:
+        best = max(baselines, key=lambda m: baselines[m]["mean"])
+        free = methods["free"]
+        summary["margin"] = {
+            "best_baseline": best,
+            "points": round(free["mean"] - baselines[best]["mean"], 2),
+            "worst_seed_points": round(free["worst"] - baselines[best]["mean"], 2),
+            "every_seed_beats": free["worst"] > baselines[best]["mean"],
+            "seeds": len(free["seeds"]),
+            "goal": GOALS.get(setting) if protocol == "tuned" else None,
+        }
+    return summary
+
+
+_NAMES = {
+    "free": "FREE (xkd-cpu)",
+    "free_paper": "FREE as published (paper-cpu)",
+    "random": "Random",
+    "average": "Average",
+    "best_owner": "Best single teacher",
+}
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    """One table per pool and protocol: methods x settings, mean ± across-seed sd (worst)."""
+    lines = [
+        "Mean over training seeds ± across-seed sd (worst seed) [mean per-task 95% CI], "
+        f"from {rep['units']} units; `python -m scripts.bench_free_wins --report`.",
+        "",
+    ]
+    for pool, by_setting in rep["results"].items():
+        settings = [s for s in SETTINGS if s in by_setting]
+        for protocol in PROTOCOLS:
+            if not any(protocol in by_setting[s] for s in settings):
+                continue
+            lines += [f"**{pool} pool, {protocol}**", ""]
+            lines.append("| method | " + " | ".join(settings) + " |")
+            lines.append("|---" * (len(settings) + 1) + "|")
+            for method in METHODS:
+                cells = []
+                for s in settings:
+                    m = by_setting[s].get(protocol, {}).get("methods", {}).get(method)
+                    if m is None:
+                        cells.append("")
+                        continue
+                    n = len(m["seeds"])
+                    spread = "" if m["deterministic"] else f" ± {m['sd']:.2f} ({m['worst']:.2f})"
+                    cells.append(f"{m['mean']:.2f}{spread} [{m['ci95']:.2f}] n={n}")
+                if any(cells):
+                    lines.append(f"| {_NAMES[method]} | " + " | ".join(cells) + " |")
+            margins = []
+            for s in settings:
+                mg = by_setting[s].get(protocol, {}).get("margin")
+                if mg:
+                    verdict = "every seed above" if mg["every_seed_beats"] else "NOT every seed"
+                    goal = f", goal {mg['goal']:+.2f}" if mg["goal"] else ""
+                    margins.append(
+                        f"{s}: {mg['points']:+.2f} over {_NAMES[mg['best_baseline']]} "
+                        f"({verdict}, {mg['seeds']} seeds{goal})"
+                    )
+            if margins:
+                lines.append("")
+                lines.append("FREE's margin: " + "; ".join(margins) + ".")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected missing units, then rebuild the report from every finished one."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    p.add_argument("--pools", default="single")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="pools and trained models")
+    p.add_argument("--report", action="store_true", help="only rebuild the report")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's choice; 1 when other processes share the cores: "
+        "two threads on a busy 2-core host made fine-tuning 10x slower here)",
+    )
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    preset = PRESETS[args.preset]
+    root = args.out / "free_wins_units" / args.preset
+    stem = "free_wins" if args.preset == "full" else f"free_wins_{args.preset}"
+    try:
+        pools, methods = _words(args.pools, POOLS), _words(args.methods, METHODS)
+        settings = _words(args.settings, SETTINGS)
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError as err:
+        p.error(str(err))
+    settings = [s for s in settings if s in preset.settings]
+    cache: dict[Any, Any] = {}
+    if not args.report:
+        for pool in pools:
+            for method in methods:
+                for seed in [0] if method in DETERMINISTIC else seeds:
+                    for setting in settings:
+                        run_unit(
+                            args.preset,
+                            pool,
+                            method,
+                            seed,
+                            setting,
+                            root=root,
+                            cache=cache,
+                            cache_dir=args.cache_dir,
+                        )
+    rep = {"preset": args.preset, **report(root)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(rep, indent=1))
+    (args.out / f"{stem}.md").write_text(markdown(rep) + "\n")
+    print(markdown(rep))
+    return 0
+
+
+def _words(text: str, known: Any) -> list[str]:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in words if w not in known]
+    if unknown or not words:
+        raise ValueError(f"unknown {unknown or 'empty list'}: expected some of {', '.join(known)}")
+    return words
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The does-FREE-win benchmark end to end on its ``smoke`` preset (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts import bench_free_wins
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_smoke_reports_every_method_over_seeds_and_resumes_without_remeasuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results"
+    args = [
+        "--preset", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+        "--seeds", "0,1", "--methods", "free,random,average,best_owner", "--threads", "1",
+    ]  # fmt: skip
+    assert bench_free_wins.main(args) == 0
+    report = json.loads((out / "free_wins_smoke.json").read_text())
+    assert report["units"] == 2 * (2 + 2 + 1 + 1)  # settings x (seeded x 2 + deterministic)
+    for setting in ("glyphs-5w1s", "glyphs-5w5s"):
+        for protocol in ("tuned", "published", "proto"):
+            cell = report["results"]["single"][setting][protocol]
+            methods = cell["methods"]
+            assert set(methods) == {"free", "random", "average", "best_owner"}
+            free = methods["free"]
+            seeds = list(free["seeds"].values())
+            assert set(free["seeds"]) == {"0", "1"} and set(methods["average"]["seeds"]) == {"0"}
+            assert free["worst"] == min(seeds)
+            assert free["mean"] == pytest.approx(np.mean(seeds), abs=0.01)
+            assert free["sd"] == pytest.approx(np.std(seeds, ddof=1), abs=0.01)
+            margin = cell["margin"]
+            best = max(("random", "average", "best_owner"), key=lambda m: methods[m]["mean"])
+            assert margin["best_baseline"] == best
+            assert margin["points"] == pytest.approx(free["mean"] - methods[best]["mean"], abs=0.01)
+            assert margin["every_seed_beats"] == (min(seeds) > methods[best]["mean"])
+    assert "FREE's margin:" in capsys.readouterr().out
+    units = sorted((out / "free_wins_units" / "smoke").rglob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in units}
+    assert bench_free_wins.main(args) == 0  # every unit finished: nothing is measured again
+    assert {p: p.stat().st_mtime_ns for p in units} == stamps
+    unit = json.loads(units[0].read_text())
+    assert len(unit["accuracies"]["tuned"]) == bench_free_wins.PRESETS["smoke"].protocols.test_tasks
+
+
+def test_unknown_methods_pools_and_settings_are_refused(tmp_path: Path) -> None:
+    for flag, value in (("--methods", "free,magic"), ("--pools", "huge"), ("--settings", "x")):
+        with pytest.raises(SystemExit) as err:
+            bench_free_wins.main(["--preset", "smoke", "--out", str(tmp_path), flag, value])
+        assert err.value.code == 2
