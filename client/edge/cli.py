@@ -11,6 +11,7 @@ refuse.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -120,7 +121,18 @@ def _describe(m: export_pb2.ExportManifest) -> str:
 def _cmd_verify(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
     model = _load_model(args, key)
     print(f"OK {_describe(model.manifest)}")
+    if model.manifest.selection_json:  # signed: why the server shipped this model
+        print(f"selection: {_selection_line(model.manifest.selection_json)}")
     return 0
+
+
+def _selection_line(text: str) -> str:
+    """The server's one-line meta-val verdict from a manifest's ``selection_json``."""
+    try:
+        line = json.loads(text).get("line", "")
+    except (ValueError, AttributeError):
+        line = ""
+    return str(line) or f"unreadable selection record ({len(text)} characters)"
 
 
 def _cmd_classify(args: argparse.Namespace, key: Ed25519PublicKey) -> int:

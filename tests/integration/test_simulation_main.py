@@ -154,6 +154,8 @@ def test_readme_edge_commands_run_as_written_on_the_main_jobs_output(
     export = root / "runs" / small_run.run_dir.name / "out" / "export"
     assert {"free-conv4-proto-v2", "free-conv4-protomaml-v2"} <= {p.name for p in export.iterdir()}
     assert re.search(r"^OK free-conv4/protomaml v1 ", out, re.M)
+    verdict = json.loads((small_run.run_dir / "out" / "summary.json").read_text())["verdict"]
+    assert f"selection: {verdict['line']}\n" in out  # the edge sees why this model ships
     labels = re.findall(r"queries/q(\d)\.png\tletter-(\d)\t", out)
     assert len(labels) == 6  # classify from the bundle, then from the pulled cache
     assert re.search(r"^glyphs 5-way 5-shot, 200 episodes: accuracy \d", out, re.M)
