@@ -244,12 +244,20 @@ def run_unit(
     root: Path,
     cache: dict[Any, Any],
     cache_dir: Path = CACHE_DIR,
+    protocols: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Measure one unit (reusing a finished one) and write it under ``root``."""
+    """Measure one unit and write it under ``root``.
+
+    A finished unit is reused; one that lacks some of ``protocols`` runs only those and
+    keeps what it had (the tasks and the tuned grid are the same whatever runs).
+    """
     path = _unit_path(root, pool, method, seed, setting)
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
     preset = PRESETS[preset_name]
+    wanted = tuple(p for p in PROTOCOLS if p in (protocols or preset.protocols.protocols))
+    unit: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    missing = tuple(p for p in wanted if p not in unit.get("protocols", {}))
+    if not missing:
+        return unit
     dataset, task = SETTINGS[setting]
     key = ("val", preset.dataset)
     if key not in cache:
@@ -264,8 +272,9 @@ def run_unit(
     model, info = cache[("model", pool, method, seed)]
     test = _test_split(preset, dataset, cache)
     t0 = time.perf_counter()
-    logger.info("unit %s/%s-s%d/%s", pool, method, seed, setting)
-    results = meta_test(model, val, test, task, preset.protocols, device=pick_device())
+    logger.info("unit %s/%s-s%d/%s: %s", pool, method, seed, setting, ", ".join(missing))
+    settings = replace(preset.protocols, protocols=missing)
+    results = meta_test(model, val, test, task, settings, device=pick_device())
     unit = {
         "pool": pool,
         "method": method,
@@ -273,11 +282,17 @@ def run_unit(
         "setting": setting,
         "task": asdict(task),
         "model": info,
-        "protocols": {k: v.to_dict() for k, v in results.items()},
-        "accuracies": {k: [round(float(a), 5) for a in v.accuracies] for k, v in results.items()},
-        "seconds": round(time.perf_counter() - t0, 1),
+        "protocols": {
+            **unit.get("protocols", {}),
+            **{k: v.to_dict() for k, v in results.items()},
+        },
+        "accuracies": {
+            **unit.get("accuracies", {}),
+            **{k: [round(float(a), 5) for a in v.accuracies] for k, v in results.items()},
+        },
+        "seconds": round(unit.get("seconds", 0.0) + time.perf_counter() - t0, 1),
         "host": host_record(pick_device()),
-        "settings": asdict(preset.protocols),
+        "settings": {**asdict(preset.protocols), "protocols": None},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -412,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="pools and trained models")
     p.add_argument("--report", action="store_true", help="only rebuild the report")
@@ -432,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pools, methods = _words(args.pools, POOLS), _words(args.methods, METHODS)
         settings = _words(args.settings, SETTINGS)
+        protocols = _words(args.protocols, PROTOCOLS)
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError as err:
         p.error(str(err))
@@ -451,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             root=root,
                             cache=cache,
                             cache_dir=args.cache_dir,
+                            protocols=protocols,
                         )
     rep = {"preset": args.preset, **report(root)}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,15 @@ def test_smoke_reports_every_method_over_seeds_and_resumes_without_remeasuring(
         "--preset", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
         "--seeds", "0,1", "--methods", "free,random,average,best_owner", "--threads", "1",
     ]  # fmt: skip
-    assert bench_free_wins.main(args) == 0
+    assert bench_free_wins.main([*args, "--protocols", "proto"]) == 0
+    units = sorted((out / "free_wins_units" / "smoke").rglob("*.json"))
+    first = {p: json.loads(p.read_text()) for p in units}
+    assert {tuple(u["protocols"]) for u in first.values()} == {("proto",)}
+    assert bench_free_wins.main(args) == 0  # adds the other protocols, keeps what was measured
+    for path, before in first.items():
+        after = json.loads(path.read_text())
+        assert set(after["protocols"]) == {"tuned", "published", "proto"}
+        assert after["accuracies"]["proto"] == before["accuracies"]["proto"]
     report = json.loads((out / "free_wins_smoke.json").read_text())
     assert report["units"] == 2 * (2 + 2 + 1 + 1)  # settings x (seeded x 2 + deterministic)
     for setting in ("glyphs-5w1s", "glyphs-5w5s"):
@@ -41,7 +49,6 @@ def test_smoke_reports_every_method_over_seeds_and_resumes_without_remeasuring(
             assert margin["points"] == pytest.approx(free["mean"] - methods[best]["mean"], abs=0.01)
             assert margin["every_seed_beats"] == (min(seeds) > methods[best]["mean"])
     assert "FREE's margin:" in capsys.readouterr().out
-    units = sorted((out / "free_wins_units" / "smoke").rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in units}
     assert bench_free_wins.main(args) == 0  # every unit finished: nothing is measured again
     assert {p: p.stat().st_mtime_ns for p in units} == stamps
