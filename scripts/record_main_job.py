@@ -1,11 +1,14 @@
-"""Record a finished main-job run (``scripts/run_main.sh``) as the README's figures.
+"""Record finished main-job runs (``scripts/run_main.sh``, one per seed) as the README's figures.
 
-Reads ``<run>/out/summary.json`` (the server's results table, written by the ServerApp) and
-``<run>/out/timing.json`` (wall time of ``flwr run``, written by the run script), and writes
-``scripts/results/main_job.json`` and ``main_job.md``, which ``python -m
-scripts.readme_tables`` copies into the README. No figure is typed by hand.
+Reads each run's ``out/summary.json`` (the server's comparison of FREE, Random, Average and
+the best owner, and its meta-val verdict) and ``out/timing.json`` (wall time of ``flwr
+run``), and writes ``scripts/results/main_job.json`` and ``main_job.md``, which ``python -m
+scripts.readme_tables`` copies into the README: per seed, the time and the verdict; across
+seeds, each method's mean, across-seed standard deviation and worst seed per protocol and
+shot; and FREE's margin over the better of Random and Average in every seed against the
+goal of :data:`GOAL_POINTS`. No figure is typed by hand.
 
-Usage: ``python -m scripts.record_main_job runs/main-<time> [--note "..."]``
+Usage: ``python -m scripts.record_main_job runs/main-A runs/main-B runs/main-C [--note "..."]``
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_S = 15 * 60
+GOAL_POINTS = 1.42
+"""FREE's goal over both baselines (Random, Average) at both shots, in every seed."""
+BASELINES = ("Random", "Average")
+PROTOCOL_NAMES = {"tuned": "tuned", "published": "lr 0.01", "proto": "prototypes (device)"}
 
 
 class RunError(ValueError):
@@ -40,57 +49,139 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     config = summary["free_config"]
     return {
         "run": run_dir.name,
+        "seed": summary["settings"]["seed"],
+        "preset": summary["settings"]["preset"],
         "owners": timing["owners"],
         "extra_args": timing.get("extra_args", ""),
         "cpus": timing.get("cpus"),
         "flwr_run_s": timing["flwr_run_s"],
-        "budget_s": BUDGET_S,
         "within_budget": timing["flwr_run_s"] <= BUDGET_S,
         "pool": summary["pool"],
         "free_iterations": config["iterations"],
         "test_tasks": config["eval"]["test_tasks"],
         "best_iteration": summary.get("best_iteration"),
+        "verdict": summary.get("verdict"),
         "rows": summary["rows"],
         "table": summary["table"],
     }
 
 
-def markdown(record: dict[str, Any], note: str) -> str:
-    """The README block for ``record``."""
-    by_arch = ", ".join(f"{n} {arch}" for arch, n in record["pool"]["by_arch"].items())
-    args = f" {record['extra_args']}" if record["extra_args"] else ""
-    minutes = record["flwr_run_s"] / 60
-    verdict = "within" if record["within_budget"] else "OVER"
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Across seeds: ``{protocol: {method: {shot: {mean, sd, worst, seeds, ci95}}}}`` and margins.
+
+    Accuracies in percent. ``margins[protocol][shot]`` lists, per seed, FREE minus the better
+    of Random and Average in that seed.
+    """
+    cells: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            protocol = row.get("protocol") or "tuned"
+            for shot, (mean, ci) in row["shots"].items():
+                by_method = cells.setdefault(protocol, {}).setdefault(row["method"], {})
+                by_method.setdefault(str(shot), []).append((100 * mean, 100 * ci))
+    table: dict[str, Any] = {}
+    for protocol, by_method in cells.items():
+        for method, by_shot in by_method.items():
+            for shot, values in by_shot.items():
+                means = np.array([m for m, _ in values])
+                table.setdefault(protocol, {}).setdefault(method, {})[shot] = {
+                    "mean": round(float(means.mean()), 2),
+                    "sd": round(float(means.std(ddof=1)), 2) if len(means) > 1 else 0.0,
+                    "worst": round(float(means.min()), 2),
+                    "seeds": [round(float(m), 2) for m in means],
+                    "ci95": round(float(np.mean([c for _, c in values])), 2),
+                }
+    margins: dict[str, dict[str, list[float]]] = {}
+    for protocol, by_method in table.items():
+        if "FREE" not in by_method or not all(b in by_method for b in BASELINES):
+            continue
+        for shot, free in by_method["FREE"].items():
+            rivals = [by_method[b][shot]["seeds"] for b in BASELINES if shot in by_method[b]]
+            if len(rivals) != len(BASELINES) or len(free["seeds"]) != len(rivals[0]):
+                continue
+            margins.setdefault(protocol, {})[shot] = [
+                round(f - max(r[i] for r in rivals), 2) for i, f in enumerate(free["seeds"])
+            ]
+    return {"table": table, "margins": margins}
+
+
+def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
+    """The README block for ``runs`` (one per seed)."""
+    first = runs[0]
+    by_arch = ", ".join(f"{n} {arch}" for arch, n in first["pool"]["by_arch"].items())
+    seeds = ", ".join(str(r["seed"]) for r in runs)
     lines = [
-        f"`scripts/run_main.sh{args}` ({record['owners']} owners: {by_arch}; FREE `cpu` preset, "
-        f"{record['free_iterations']} iterations; {record['test_tasks']} meta-test tasks per "
-        f"method and shot; {record['cpus']} cores{'; ' + note if note else ''}):",
+        f"`scripts/run_main.sh` over {len(runs)} seed(s) ({seeds}; `--run-config 'seed=K'`), "
+        f"{first['owners']} owners ({by_arch}); FREE `{first['preset']}` preset, "
+        f"{first['free_iterations']} iterations; {first['test_tasks']} meta-test tasks per "
+        f"method, protocol and shot; {first['cpus']} cores{'; ' + note if note else ''}.",
         "",
-        f"- `flwr run` took {record['flwr_run_s']} s ({minutes:.1f} min, {verdict} the "
-        f"{record['budget_s'] // 60}-minute budget); best meta-val iteration "
-        f"{record['best_iteration']}",
-        "",
-        record["table"],
+        "| seed | `flwr run` | best iteration | the run's meta-val verdict |",
+        "|---|---|---|---|",
     ]
+    for r in runs:
+        within = "within" if r["within_budget"] else "OVER"
+        line = (r.get("verdict") or {}).get("line", "no verdict")
+        lines.append(
+            f"| {r['seed']} | {r['flwr_run_s']} s ({r['flwr_run_s'] / 60:.1f} min, {within} "
+            f"{BUDGET_S // 60} min) | {r['best_iteration']} | {line} |"
+        )
+    shots = sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
+    lines += [
+        "",
+        "Mean over seeds ± across-seed sd (worst seed) [mean per-task 95% CI]:",
+        "",
+        "| protocol | method | " + " | ".join(f"5-way {s}-shot" for s in shots) + " |",
+        "|---|---|" + "---|" * len(shots),
+    ]
+    for protocol in PROTOCOL_NAMES:
+        for method, by_shot in agg["table"].get(protocol, {}).items():
+            cells = [
+                f"{c['mean']:.2f} ± {c['sd']:.2f} ({c['worst']:.2f}) [{c['ci95']:.2f}]"
+                if (c := by_shot.get(s))
+                else "n/a"
+                for s in shots
+            ]
+            lines.append(f"| {PROTOCOL_NAMES[protocol]} | {method} | " + " | ".join(cells) + " |")
+    lines += ["", *margin_lines(agg["margins"])]
     return "\n".join(lines) + "\n"
 
 
+def margin_lines(margins: dict[str, dict[str, list[float]]]) -> list[str]:
+    """One line per protocol: FREE minus the better baseline per seed, and the goal's verdict."""
+    out = []
+    for protocol, by_shot in margins.items():
+        parts = []
+        for shot, values in sorted(by_shot.items(), key=lambda kv: int(kv[0])):
+            met = "met" if min(values) >= GOAL_POINTS else "NOT met"
+            seeds = ", ".join(f"{v:+.2f}" for v in values)
+            parts.append(f"{shot}-shot {seeds} (goal {GOAL_POINTS:+.2f} in every seed: {met})")
+        out.append(
+            f"- FREE minus the better of Random and Average, {PROTOCOL_NAMES[protocol]}, per "
+            "seed: " + "; ".join(parts)
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: the run directory, ``--note``, ``--out``."""
+    """Command line: run directories (one per seed), ``--note``, ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--note", default="", help="a remark on the machine or its load")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     try:
-        record = load_run(args.run_dir)
+        runs = sorted((load_run(d) for d in args.run_dirs), key=lambda r: r["seed"])
     except (RunError, KeyError, json.JSONDecodeError) as err:
         print(f"record_main_job: {err}", file=sys.stderr)
         return 2
+    agg = aggregate(runs)
+    text = markdown(runs, agg, args.note)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "main_job.json").write_text(json.dumps({**record, "note": args.note}, indent=2))
-    (args.out / "main_job.md").write_text(markdown(record, args.note))
-    print(markdown(record, args.note))
+    record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": args.note}
+    (args.out / "main_job.json").write_text(json.dumps(record, indent=2))
+    (args.out / "main_job.md").write_text(text)
+    print(text)
     return 0
 
 

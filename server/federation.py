@@ -132,6 +132,7 @@ class FederationSettings:
         compare_lrs: the tuned protocol's fine-tuning rates.
         compare_heads: the tuned protocol's head starts.
         compare_best_owner: include the best single owner's model in the comparison.
+        preset: the FREE preset named by the run config (recorded with the results).
         seed: run seed.
     """
 
@@ -157,6 +158,7 @@ class FederationSettings:
     compare_lrs: tuple[float, ...] = _rates(DEFAULTS.get_str("compare.lrs"))
     compare_heads: tuple[str, ...] = _words(DEFAULTS.get_str("compare.heads"))
     compare_best_owner: bool = DEFAULTS.get_bool("compare.best-owner")
+    preset: str = DEFAULTS.get_str("preset")
     seed: int = DEFAULTS.get_int("seed")
 
     def __post_init__(self) -> None:
@@ -226,6 +228,7 @@ class FederationSettings:
                 compare_lrs=_rates(c.get_str("compare.lrs")),
                 compare_heads=_words(c.get_str("compare.heads")),
                 compare_best_owner=c.get_bool("compare.best-owner"),
+                preset=c.get_str("preset"),
                 seed=c.get_int("seed"),
             )
         except RunConfigError as err:

@@ -5,23 +5,34 @@ import pytest
 
 from scripts import record_main_job
 
-TABLE = "\n".join(
-    [
-        "| method | 5-way 1-shot | 5-way 5-shot |",
-        "|---|---|---|",
-        "| FREE | 70.47 ± 0.84 | 87.60 ± 0.53 |",
+TABLE = "| protocol | method | 5-way 1-shot |\n|---|---|---|\n| tuned | FREE | 70.00 ± 1.00 |"
+
+
+def _rows(free: float, random: float, average: float) -> list[dict[str, object]]:
+    return [
+        {"method": m, "protocol": p, "shots": {"1": [v, 0.01], "5": [v + 0.1, 0.005]}}
+        for p in ("tuned", "proto")
+        for m, v in (("FREE", free), ("Random", random), ("Average", average))
     ]
-)
 
 
-def _run(tmp_path: Path, *, seconds: int = 681, exit_code: int = 0) -> Path:
-    out = tmp_path / "main-x" / "out"
+def _run(
+    tmp_path: Path,
+    *,
+    seed: int = 0,
+    seconds: int = 681,
+    exit_code: int = 0,
+    rows: list[dict[str, object]] | None = None,
+) -> Path:
+    out = tmp_path / f"main-{seed}" / "out"
     out.mkdir(parents=True)
     summary = {
         "pool": {"models": 3, "by_arch": {"conv4": 2, "resnet10": 1}},
+        "settings": {"seed": seed, "preset": "xkd-cpu"},
         "free_config": {"iterations": 60, "eval": {"test_tasks": 600}},
         "best_iteration": 40,
-        "rows": [{"method": "FREE", "shots": {"1": [0.7, 0.01]}}],
+        "verdict": {"line": f"meta-val: FREE is best (seed {seed})"},
+        "rows": rows if rows is not None else _rows(0.70, 0.60, 0.65),
         "table": TABLE,
     }
     (out / "summary.json").write_text(json.dumps(summary))
@@ -30,22 +41,32 @@ def _run(tmp_path: Path, *, seconds: int = 681, exit_code: int = 0) -> Path:
     return out.parent
 
 
-def test_writes_json_and_markdown_from_the_run(tmp_path: Path):
+def test_seeds_are_aggregated_with_spread_worst_seed_and_the_goal_per_seed(tmp_path: Path):
+    runs = [
+        _run(tmp_path, seed=1, rows=_rows(0.70, 0.60, 0.67)),
+        _run(tmp_path, seed=0, rows=_rows(0.72, 0.60, 0.65)),
+        _run(tmp_path, seed=2, rows=_rows(0.66, 0.61, 0.655)),
+    ]
     results = tmp_path / "results"
-    assert record_main_job.main([str(_run(tmp_path)), "--out", str(results)]) == 0
+    assert record_main_job.main([*map(str, runs), "--out", str(results)]) == 0
     record = json.loads((results / "main_job.json").read_text())
-    assert record["flwr_run_s"] == 681
-    assert record["within_budget"] is True
+    assert [r["seed"] for r in record["runs"]] == [0, 1, 2]
+    free = record["table"]["tuned"]["FREE"]["1"]
+    assert free["seeds"] == [72.0, 70.0, 66.0] and free["worst"] == 66.0
+    assert free["mean"] == pytest.approx(69.33, abs=0.01)
+    assert free["sd"] == pytest.approx(3.06, abs=0.01)
+    assert record["margins"]["tuned"]["1"] == [7.0, 3.0, 0.5]  # over the better baseline
     text = (results / "main_job.md").read_text()
-    assert TABLE in text
-    assert "took 681 s (11.3 min, within the 15-minute budget)" in text
-    assert "2 conv4, 1 resnet10" in text
+    assert "1-shot +7.00, +3.00, +0.50 (goal +1.42 in every seed: NOT met)" in text
+    assert "5-shot" in text and "meta-val: FREE is best (seed 2)" in text
+    assert "| tuned | FREE | 69.33 ± 3.06 (66.00) [1.00] |" in text
+    assert "FREE `xkd-cpu` preset" in text
 
 
-def test_over_budget_is_said(tmp_path: Path):
+def test_a_run_time_over_budget_is_said(tmp_path: Path):
     results = tmp_path / "results"
     assert record_main_job.main([str(_run(tmp_path, seconds=1200)), "--out", str(results)]) == 0
-    assert "OVER the 15-minute budget" in (results / "main_job.md").read_text()
+    assert "1200 s (20.0 min, OVER 15 min)" in (results / "main_job.md").read_text()
 
 
 @pytest.mark.parametrize("remove", ["summary.json", "timing.json"])
