@@ -77,8 +77,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for row in run["rows"]:
             protocol = row.get("protocol") or "tuned"
             for shot, (mean, ci) in row["shots"].items():
-                by_method = cells.setdefault(protocol, {}).setdefault(row["method"], {})
-                by_method.setdefault(str(shot), []).append((100 * mean, 100 * ci))
+                per_shot = cells.setdefault(protocol, {}).setdefault(row["method"], {})
+                per_shot.setdefault(str(shot), []).append((100 * mean, 100 * ci))
     table: dict[str, Any] = {}
     for protocol, by_method in cells.items():
         for method, by_shot in by_method.items():
