@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -159,6 +160,20 @@ def free_config(preset: WinsPreset, method: str, seed: int) -> FreeConfig:
     )
 
 
+def method_key(preset: WinsPreset, method: str, seed: int) -> str:
+    """10 hex digits naming what determines ``method``'s model.
+
+    That is its FREE config when trained, else the learner's spec. A unit measured under
+    another key is measured again.
+    """
+    if method in TRAINED:
+        what = free_config(preset, method, seed).to_dict()
+    else:
+        what = {"spec": learner_spec(free_config(preset, "free", seed).meta_learner).to_json()}
+    blob = json.dumps({"method": method, **what}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
 def _unit_path(root: Path, pool: str, method: str, seed: int, setting: str) -> Path:
     return root / pool / f"{method}-s{seed}" / f"{setting}.json"
 
@@ -198,7 +213,8 @@ def _model(
             teachers, val, None, n_way=5, k_shot=1, q_query=15, n_tasks=100, seed=7
         )
     else:
-        work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}"
+        key = method_key(preset, method, seed)
+        work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}-{key}"
         return _trained(work, preset, method, seed, val, teachers)
     if cand.model is None:
         raise RuntimeError(f"{method}: {cand.note}")
@@ -254,15 +270,18 @@ def run_unit(
     path = _unit_path(root, pool, method, seed, setting)
     preset = PRESETS[preset_name]
     wanted = tuple(p for p in PROTOCOLS if p in (protocols or preset.protocols.protocols))
+    key = method_key(preset, method, seed)
     unit: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if unit and unit.get("method_key") != key:
+        logger.warning("%s was measured under another configuration: measuring again", path)
+        unit = {}
     missing = tuple(p for p in wanted if p not in unit.get("protocols", {}))
     if not missing:
         return unit
     dataset, task = SETTINGS[setting]
-    key = ("val", preset.dataset)
-    if key not in cache:
-        cache[key] = load_split(preset.dataset, "val")
-    val = cache[key]
+    if ("val", preset.dataset) not in cache:
+        cache[("val", preset.dataset)] = load_split(preset.dataset, "val")
+    val = cache[("val", preset.dataset)]
     if ("pool", pool) not in cache:
         cache[("pool", pool)] = _pool_teachers(preset, pool, cache_dir)
     if ("model", pool, method, seed) not in cache:
@@ -280,6 +299,7 @@ def run_unit(
         "method": method,
         "seed": seed,
         "setting": setting,
+        "method_key": key,
         "task": asdict(task),
         "model": info,
         "protocols": {
