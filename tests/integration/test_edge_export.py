@@ -241,10 +241,14 @@ def test_int8_variant_is_gated_on_meta_val(exported: Exported) -> None:
     from free_common.export.int8_release import decide_int8
 
     fp32 = (exported.bundles["proto"] / "model.onnx").read_bytes()
-    decision = decide_int8(fp32, SPEC, "glyphs", calibration_episodes=2, gate_episodes=3)
+    decision = decide_int8(
+        fp32, SPEC, "glyphs", calibration_episodes=2, gate_episodes=3, latency_runs=5
+    )
     model = onnx.load_from_string(decision.onnx)
     onnx.checker.check_model(model, full_check=True)
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert {p.key: p.value for p in model.metadata_props}["free.variant"] == "proto-int8"
     assert 0.0 <= decision.int8_accuracy <= 1.0 and decision.episodes == 3
-    assert decision.ship == (decision.fp32_accuracy - decision.int8_accuracy <= 0.01)
+    assert decision.fp32_latency_ms > 0 and decision.int8_latency_ms > 0
+    faster = decision.int8_latency_ms < decision.fp32_latency_ms
+    assert decision.ship == (decision.within_tolerance and faster)
