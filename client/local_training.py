@@ -1,7 +1,7 @@
 """What a data owner runs: train a small classifier on its own classes, keep the best epoch.
 
-Mirrors how FREE's pool of pre-trained models is made (notes/free-algorithm.md, section
-2.9): Adam lr 0.01, batch 128, 60 epochs, gradient-norm clip 50, no augmentation, and the
+Mirrors how FREE's pool of pre-trained models is made (the public code's ``tools.py``
+pre-training): Adam lr 0.01, batch 128, 60 epochs, gradient-norm clip 50, no augmentation, and the
 epoch with the best accuracy on a held-out 20% of each class is kept. The hold-out here
 is a seeded stratified random draw (the paper takes the last 20% of each class).
 

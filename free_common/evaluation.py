@@ -2,7 +2,7 @@
 
 Two adaptation rules, both applied to a *copy* of the model (the input is never touched):
 
-- ``"finetune"`` (the MAML protocol, notes/free-algorithm.md section 2.7): start from
+- ``"finetune"`` (the MAML protocol of FREE's public code): start from
   the initialisation and take ``steps`` plain SGD steps (default 10, lr 0.01) on the
   support cross-entropy, updating every parameter; then classify the query set.
 - ``"proto"``: nearest class centroid (squared Euclidean) of ``forward_features``; the

@@ -6,7 +6,7 @@ The model stays an ordinary ``nn.Module``: its adapted weights live in a
 fine-tuning evaluation and the ONNX export.
 
 Used by the real-data MAML ceiling (``scripts/bench_reference.py``) and by FREE's
-cross-task memory-bank replay (notes/free-algorithm.md, section 2.6: 5 inner SGD steps
+cross-task memory-bank replay (``free_common/free/README.md``: 5 inner SGD steps
 at lr 0.01, second order, meta-batch of tasks, Adam 1e-3 on the initialisation). These
 signatures are shared API: keep them stable.
 

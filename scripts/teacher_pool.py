@@ -2,8 +2,8 @@
 
 Every teacher is trained with :func:`client.local_training.train_local_classifier` on
 ``classes_per_teacher`` classes drawn at random (without replacement within a teacher,
-with overlap across teachers, as in the FREE pre-training, notes/free-algorithm.md
-section 2.9) from the meta-train split. Architectures cycle through ``archs`` (teacher
+with overlap across teachers, as in the FREE pre-training of the public code's
+``tools.py``) from the meta-train split. Architectures cycle through ``archs`` (teacher
 ``i`` gets ``archs[i % len(archs)]``). The pool depends on the data, the settings and
 the pool seed only; the cache file name is a hash of all three, so a pool is trained once
 and reused by every method and run seed that asks for the same settings.

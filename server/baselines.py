@@ -2,8 +2,8 @@
 
 - **Random**: a freshly initialised meta-learner, no meta-training.
 - **Average**: element-wise mean of the weights of the pool's teachers whose spec equals
-  the meta-learner's (FedAvg of the same-architecture clients; PURER/Trustworthy-DFML's
-  "Average", notes/free-algorithm.md section 3).
+  the meta-learner's (FedAvg of the same-architecture clients; the "Average" baseline of
+  the data-free meta-learning papers, e.g. FREE's Table 1).
 - **Scratch**: per-model from-scratch inversion (a fresh generator per teacher,
   ``inversion.scratch_steps`` Adam steps, as in BiDf-MKD/TGR) followed by the same
   meta-learning as FREE: a :class:`~server.free_training.FreeTrainer` whose inverter is

@@ -1,6 +1,6 @@
 """The FREE training loop (Wei et al., CVPR 2024, Alg. 1) with checkpoints; no Flower import.
 
-One outer iteration (notes/free-algorithm.md section 2):
+One outer iteration (``free_common/free/README.md`` describes each step):
 
 1. screen teachers that are new in the source and judge the pool again (``server.trust``);
 2. sample ``teachers_per_iteration`` accepted teachers uniformly with replacement and load

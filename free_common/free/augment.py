@@ -1,7 +1,7 @@
 """Differentiable augmentation and per-teacher input conversion.
 
 FREE augments every generated batch before the teacher and the learner see it: random
-crop with padding 4 and horizontal flip (notes/free-algorithm.md sections 2.3, 2.5).
+crop with padding 4 and horizontal flip (the public code's transforms).
 Flip is off by default here (glyphs are not mirror-symmetric). Normalisation is not
 done here: every model normalises its own [0, 1] input.
 

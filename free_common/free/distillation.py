@@ -1,6 +1,6 @@
 """Distillation losses of FREE (paper Sec. 4.2 Eq. 3 and the inversion terms of Eq. 1).
 
-Defect fix (notes/free-algorithm.md section 6.9): the published code passes
+Defect fix (``free_common/free/README.md``, published defects): the published code passes
 *probabilities* to ``kl_div``, which is not a KL divergence. Here every divergence is a
 true ``KL(teacher || student)`` computed from log-probabilities with temperature T and
 scaled by T**2 (Hinton et al., 2015), so gradients keep their size as T changes.

@@ -10,7 +10,7 @@ The meta-gradient is first-order (FOMAML): the gradient of L_G at the last inner
 parameters theta_i^{k-1}, summed over the teachers, feeds one step of the
 meta-generator's outer Adam. The recovered task of teacher i is G_{theta_i^{k-1}}(z).
 
-Defect fix (notes/free-algorithm.md section 6.10): the outer Adam is created once and
+Defect fix (``README.md`` here, published defects): the outer Adam is created once and
 keeps its moments across iterations (and checkpoints).
 """
 

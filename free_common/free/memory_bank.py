@@ -5,7 +5,8 @@ global cap (the oldest images of the currently largest class go first). Images l
 the CPU as uint8 (like the published 8-bit PNGs) or float16, and the whole bank is part
 of the trainer's checkpoint.
 
-Defect fix (notes/free-algorithm.md section 6.8): the published loop wrote only the last
+Defect fix (``free_common/free/README.md``, published defects): the published loop wrote
+only the last
 of the sampled teachers' images; here every inverted teacher's images are added, keyed
 by its ``class_keys`` so that equal shared labels merge across clients.
 """

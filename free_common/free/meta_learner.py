@@ -1,7 +1,7 @@
 """The meta-learner update of FREE: multi-task KD with implicit gradient alignment.
 
-Paper Sec. 4.2, Eq. 3 and supplement C (Lemma 1, Theorem 1); notes/free-algorithm.md
-section 2.5. With the sampled teachers' recovered tasks T_1..T_n:
+Paper Sec. 4.2, Eq. 3 and supplement C (Lemma 1, Theorem 1); ``README.md`` in this
+folder. With the sampled teachers' recovered tasks T_1..T_n:
 
 - ``alignment=True`` (FREE): clone phi' = phi, then take ONE inner step per teacher,
   sequentially, on L_KD(T_i; phi') (inner Adam lr 1e-3 as published, or SGD); then set

@@ -1,6 +1,6 @@
 """Per-model from-scratch inversion: the baseline FREE's meta-generator is compared with.
 
-BiDf-MKD and TGR (notes/free-algorithm.md sections 3 and 2.11) re-initialise a generator
+BiDf-MKD and TGR (the baselines of the FREE paper, Sec. 5) re-initialise a generator
 for every model and train it for about 200 Adam steps. This module does that with the
 same generator architecture and the same loss (Eq. 1 of the FREE paper, via
 :func:`~free_common.free.inversion.generation_loss`), so the recovery speed-up is measured

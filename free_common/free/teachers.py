@@ -4,7 +4,7 @@ A :class:`Teacher` is one frozen classifier plus the names of its classes. The t
 never holds the whole pool: it asks a :class:`TeacherSource` for the ids, loads only the
 teachers sampled in an iteration and keeps a few in a :class:`TeacherCache` (LRU). Every
 teacher is its own module (the published multi-architecture branch aliased one module
-for all teachers, notes/free-algorithm.md section 2.10; that defect is fixed here).
+for all teachers; that defect is fixed here, see ``README.md`` in this folder).
 """
 
 from __future__ import annotations
