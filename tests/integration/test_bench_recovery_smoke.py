@@ -21,7 +21,12 @@ def test_recovery_smoke_writes_report(tmp_path: Path, capsys: pytest.CaptureFixt
     report = json.loads((out / "recovery_speed.json").read_text())
     for key in ("speedup", "free_quality", "scratch_quality", "per_teacher", "meta_training"):
         assert key in report
-    assert report["speedup"] > 0
+    rows = report["per_teacher"]
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    assert report["speedup"] == pytest.approx(mean("scratch_seconds") / mean("free_seconds"))
+    assert all(
+        r["scratch_quality"] >= r["free_quality"] - 1e-6 for r in rows if r["scratch_reached"]
+    )
     assert {r["held_out"] for r in report["per_teacher"]} == {False, True}
     assert all(r["free_steps"] == report["inversion"]["inner_steps"] for r in report["per_teacher"])
     for name in ("recovery_speed.md", "recovery_quality_vs_steps.png", "recovery_images.png"):
