@@ -5,7 +5,7 @@ The model stays an ordinary ``nn.Module``: its adapted weights live in a
 :func:`torch.func.functional_call`, so the same module serves the meta-learner, the
 fine-tuning evaluation and the ONNX export.
 
-Used by the real-data MAML ceiling (``scripts/bench_reference.py``) and by FREE's
+Used by the real-data MAML ceiling (``scripts/bench/reference.py``) and by FREE's
 cross-task memory-bank replay (``free_common/free/README.md``: 5 inner SGD steps
 at lr 0.01, second order, meta-batch of tasks, Adam 1e-3 on the initialisation). These
 signatures are shared API: keep them stable.

@@ -11,7 +11,7 @@
 - **No alignment** and **hard labels**: FREE with ``meta_learner.alignment=False`` or
   ``meta_learner.hard_labels=True`` (the FREE helper's config switches).
 
-The real-data MAML ceiling (not data-free) is ``scripts.bench_reference.train_maml``.
+The real-data MAML ceiling (not data-free) is ``scripts.bench.reference.train_maml``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The rendered images ship inside the package (``assets/glyphs-v1.npz``, with the manifest
 ``assets/glyphs-v1.json``), so loading needs no fonts and no network. Images are uint8,
 (N, 1, 32, 32), **white ink on black** (background 0, full ink 255), 20 per class; the
-meta-splits are disjoint by alphabet. ``scripts/render_glyphs.py`` re-renders the data
+meta-splits are disjoint by alphabet. ``scripts/datasets/render_glyphs.py`` re-renders the data
 from Debian's font packages.
 """
 
@@ -72,7 +72,7 @@ def load_glyphs(split: str, path: Path | str | None = None) -> ClassImages:
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
-        path: an npz archive written by ``scripts/render_glyphs.py`` (its manifest beside
+        path: an npz archive written by ``scripts/datasets/render_glyphs.py`` (its manifest beside
             it, same name with ``.json``); None or "" for the copy shipped in the package.
 
     Returns:

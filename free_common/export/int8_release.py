@@ -5,7 +5,7 @@ accuracy is at most :data:`INT8_MAX_DROP` below fp32's, latency measured on the 
 exports (one 5-way 5-shot episode with 75 queries, ONNX Runtime with the edge's session
 options). On x86 CPUs without fast int8 kernels the QDQ graph is slower than fp32, so fp32
 ships; int8 stays available (``python -m free_common.export --int8 DATASET --keep-int8``) and
-benchmarked (``python -m scripts.bench_edge``).
+benchmarked (``python -m scripts.bench.edge``).
 
 Calibration uses meta-train episodes and the gate uses meta-val episodes (never meta-test),
 both at the model's own image size and channels, run through ONNX Runtime exactly as on a

@@ -2,7 +2,7 @@
 
 Only ``Conv`` is quantised (per-channel int8 weights, int8 activations, MinMax calibration),
 so BatchNorm statistics, prototypes and distances stay float. Whether the variant ships is
-decided by measurement (``scripts/bench_edge.py``: within 1 accuracy point of fp32).
+decided by measurement (``scripts/bench/edge.py``: within 1 accuracy point of fp32).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from free_common.data.base import SPLITS
 from free_common.data.icons import icon_manifest, load_icons
-from scripts.glyph_report import evaluate
+from scripts.datasets.glyph_report import evaluate
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 COMMAND = "python -m scripts.datasets.icons_report"

@@ -12,7 +12,7 @@ import torch
 
 from free_common.free.meta_learner import learner_spec
 from free_common.models import build_model
-from scripts import bench_accuracy
+from scripts.bench import accuracy as bench_accuracy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import torch
 
-from scripts import bench_accuracy, bench_recovery
+from scripts.bench import accuracy as bench_accuracy
+from scripts.bench import recovery as bench_recovery
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

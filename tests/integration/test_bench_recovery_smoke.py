@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_recovery
+from scripts.bench import recovery as bench_recovery
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from scripts.bench_reference import main
+from scripts.bench.reference import main
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The pool across processes: openers during ingestion and kill -9 during add lose nothing.
 
-Smaller counts than ``python -m scripts.stress_pool`` (100 ingestions, 50 kills), same checks.
+Smaller counts than ``python -m scripts.bench.stress_pool`` (100 ingestions, 50 kills), same checks.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.stress_pool import concurrent_open, kill_during_add, synthetic_models
+from scripts.bench.stress_pool import concurrent_open, kill_during_add, synthetic_models
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

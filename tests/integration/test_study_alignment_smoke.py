@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import study_alignment
+from scripts.studies import alignment as study_alignment
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

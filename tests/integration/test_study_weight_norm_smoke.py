@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from scripts import study_weight_norm
+from scripts.studies import weight_norm as study_weight_norm
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_weight_norm_smoke_writes_every_model_and_checks_the_bench_unit(tmp_path: Path) -> None:
-    from scripts import bench_accuracy
+    from scripts.bench import accuracy as bench_accuracy
 
     cache, units = tmp_path / "pools", tmp_path / "units"
     common = ["--preset", "smoke", "--cache-dir", str(cache)]

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import PIL
 from tqdm import tqdm
 
-from scripts.glyphs_render.build import _npz_bytes as npz_bytes
+from scripts.datasets.glyphs_render.build import _npz_bytes as npz_bytes
 
 from .concepts import Concept, ConceptRules, IconRef, build_concepts
 from .dedup import phash

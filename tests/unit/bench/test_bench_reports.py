@@ -10,8 +10,9 @@ import torch
 
 from free_common.config import FreeConfig
 from free_common.models import ModelSpec, build_model
-from scripts import bench_accuracy, bench_recovery
-from scripts.bench_recovery import TeacherRow, summarise
+from scripts.bench import accuracy as bench_accuracy
+from scripts.bench import recovery as bench_recovery
+from scripts.bench.recovery import TeacherRow, summarise
 
 
 def _row(free_s: float, scratch_s: float, held: bool, budget_s: float = 8.0) -> TeacherRow:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from free_common.config import FreeConfig
-from scripts import study_alignment
-from scripts.study_alignment import ARMS, arm_config, markdown
+from scripts.studies import alignment as study_alignment
+from scripts.studies.alignment import ARMS, arm_config, markdown
 
 
 def test_arms_set_the_meta_learner_step_and_the_study_seed() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from free_common.models import ModelSpec, build_model
-from scripts.study_weight_norm import conv_norms, rescale_conv_kernels
+from scripts.studies.weight_norm import conv_norms, rescale_conv_kernels
 
 SPEC = ModelSpec("conv4", image_size=16, width=4, num_classes=3)
 

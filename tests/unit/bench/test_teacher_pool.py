@@ -1,4 +1,4 @@
-"""Pool building and caching of ``scripts.teacher_pool``."""
+"""Pool building and caching of ``scripts.bench.teacher_pool``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from free_common.data.base import ClassImages
-from scripts import teacher_pool
-from scripts.teacher_pool import PoolError, PoolSettings, build_pool, synthetic_split, teachers_of
+from scripts.bench import teacher_pool
+from scripts.bench.teacher_pool import (
+    PoolError,
+    PoolSettings,
+    build_pool,
+    synthetic_split,
+    teachers_of,
+)
 
 TINY = PoolSettings(
     archs=("conv4", "resnet10"), teachers=2, epochs=1, conv4_width=4, resnet_width=2

@@ -13,17 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.glyphs_render.alphabets import (
+from scripts.datasets.glyphs_render.alphabets import (
     ALPHABETS,
     FONT_PACKAGES,
     Alphabet,
     apt_install_command,
 )
-from scripts.glyphs_render.build import GlyphSet, build_dataset, write_dataset
-from scripts.glyphs_render.designs import Thresholds
-from scripts.glyphs_render.fonts import FontFace, FontsMissingError, package_font_files, read_faces
-from scripts.glyphs_render.raster import UNDISTORTED, RenderParams, distort, render_base
-from scripts.glyphs_render.split import assign_splits
+from scripts.datasets.glyphs_render.build import GlyphSet, build_dataset, write_dataset
+from scripts.datasets.glyphs_render.designs import Thresholds
+from scripts.datasets.glyphs_render.fonts import (
+    FontFace,
+    FontsMissingError,
+    package_font_files,
+    read_faces,
+)
+from scripts.datasets.glyphs_render.raster import UNDISTORTED, RenderParams, distort, render_base
+from scripts.datasets.glyphs_render.split import assign_splits
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 FACES = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf")

@@ -13,8 +13,8 @@ Two parts, both written to ``scripts/results/federation_scale.json``:
 
 Usage::
 
-    python -m scripts.bench_federation --preset quick   # 20 owners, 200-model pool
-    python -m scripts.bench_federation --preset full    # 100 owners, 1,000-model pool
+    python -m scripts.bench.federation --preset quick   # 20 owners, 200-model pool
+    python -m scripts.bench.federation --preset full    # 100 owners, 1,000-model pool
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "scripts" / "results" / "federation_scale.json"
 PRESETS = {
     "quick": {"owners": 20, "pool_models": 200},
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "preset": args.preset,
         "clients": owners,
-        "command": " ".join(["python -m scripts.bench_federation", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python -m scripts.bench.federation", *(argv or sys.argv[1:])]),
         "cpu_count": os.cpu_count(),
         "run_config": E2E_RUN_CONFIG + " " + args.run_config,
     }

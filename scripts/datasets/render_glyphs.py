@@ -2,10 +2,10 @@
 
 Usage (from the repository root, on Debian 12 with the fonts installed)::
 
-    python scripts/render_glyphs.py                 # writes free_common/data/assets/glyphs-v1.*
-    python scripts/render_glyphs.py --out-dir /tmp/glyphs --seed 1
-    python scripts/render_glyphs.py --check         # re-render, compare with the shipped copy
-    python scripts/render_glyphs.py --apt-command   # print the font install command
+    python scripts/datasets/render_glyphs.py              # writes the glyphs-v1 assets
+    python scripts/datasets/render_glyphs.py --out-dir /tmp/glyphs --seed 1
+    python scripts/datasets/render_glyphs.py --check      # re-render, compare with the copy
+    python scripts/datasets/render_glyphs.py --apt-command  # print the font install command
 
 When fonts are missing it prints the ``apt-get`` command that installs them and exits 2.
 """
@@ -21,20 +21,20 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.glyphs_render.alphabets import apt_install_command
-from scripts.glyphs_render.build import (
+from scripts.datasets.glyphs_render.alphabets import apt_install_command
+from scripts.datasets.glyphs_render.build import (
     DATASET_NAME,
     DEFAULT_SEED,
     build_dataset,
     discover_faces,
     write_dataset,
 )
-from scripts.glyphs_render.fonts import FontsMissingError
+from scripts.datasets.glyphs_render.fonts import FontsMissingError
 
 log = logging.getLogger("render_glyphs")
-ASSETS = Path(__file__).resolve().parents[1] / "free_common" / "data" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "free_common" / "data" / "assets"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

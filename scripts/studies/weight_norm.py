@@ -23,7 +23,7 @@ Heads and BatchNorm parameters keep their values (they are not scale-invariant).
 study also sweeps the fine-tuning rate of the four models on meta-val (never meta-test).
 
 Writes ``<out>/weight_norm.{json,md}`` and ``weight_norm_lr_sweep.png``.
-Usage: ``python -m scripts.study_weight_norm [--settings single multi] [--units DIR]``.
+Usage: ``python -m scripts.studies.weight_norm [--settings single multi] [--units DIR]``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from free_common.evaluation import confidence_interval, evaluate, select_finetun
 from free_common.free.meta_learner import learner_spec
 from free_common.models import Classifier
 from free_common.runtime import host_record, pick_device
-from scripts.bench_accuracy import PRESETS, AccuracyPreset, pool_settings
-from scripts.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
+from scripts.bench.accuracy import PRESETS, AccuracyPreset, pool_settings
+from scripts.bench.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
 from server.baselines import average_teachers, random_initialisation
 from server.plots import save_curve_panels
 
@@ -56,7 +56,7 @@ __all__ = ["MODELS", "conv_norms", "main", "plot_sweep", "rescale_conv_kernels",
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 UNITS_DIR = RESULTS_DIR / "accuracy_units" / "full"
 MODELS: dict[str, str] = {
     "random": "Random",

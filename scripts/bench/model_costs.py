@@ -1,7 +1,7 @@
 """Parameters and multiply-accumulates of every registered classifier and the meta-generator.
 
-Usage: ``python -m scripts.model_costs [--out scripts/results]`` writes ``model_costs.json`` and
-``model_costs.md`` (the README's model table).
+Usage: ``python -m scripts.bench.model_costs [--out scripts/results]`` writes
+``model_costs.json`` and ``model_costs.md`` (the README's model table).
 """
 
 from __future__ import annotations

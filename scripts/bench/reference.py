@@ -8,7 +8,7 @@ tasks for both methods (same seed). MAML is second order (5 inner steps at lr 0.
 Adam 1e-3 on the initialisation); its checkpoint is chosen by periodic fine-tuning
 accuracy on meta-val, and only the chosen one is evaluated on meta-test.
 
-Run ``python -m scripts.bench_reference --preset quick|full``; writes
+Run ``python -m scripts.bench.reference --preset quick|full``; writes
 ``reference_baselines.json``, ``reference_baselines.md`` and
 ``reference_baselines_val_curve.png`` to ``--out`` (default ``scripts/results``).
 Thread count follows torch's default (``OMP_NUM_THREADS``); it is recorded in the JSON.
@@ -39,11 +39,11 @@ from free_common.maml import MamlTrainer
 from free_common.models import Classifier, ModelSpec, build_model
 from free_common.runtime import pick_device
 
-logger = logging.getLogger("scripts.bench_reference")
+logger = logging.getLogger("scripts.bench.reference")
 
 N_WAY = 5
 Q_QUERY = 15
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 STEM = "reference_baselines"
 
 
@@ -244,7 +244,7 @@ def _metadata(preset_name: str, seed: int) -> dict[str, Any]:
         "device": str(pick_device()),
         "dataset": "glyphs-v1",
         "dataset_sha256": npz_sha256(),
-        "command": f"python -m scripts.bench_reference --preset {preset_name}"
+        "command": f"python -m scripts.bench.reference --preset {preset_name}"
         + (f" --seed {seed}" if seed else ""),
     }
 

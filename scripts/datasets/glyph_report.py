@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python scripts/glyph_report.py [--episodes 600] [--seed 0] [--out-dir scripts/results]
+    python scripts/datasets/glyph_report.py [--episodes 600] [--seed 0] [--out-dir scripts/results]
 
 Writes ``glyph_samples.png`` (rows: classes of several alphabets, columns: the 20 samples of
 each) and ``glyph_difficulty.json`` / ``.md``: the accuracy of a nearest-centroid classifier
@@ -20,13 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from free_common.data.base import SPLITS, ClassImages
 from free_common.data.glyphs import glyph_manifest, load_glyphs
 
-RESULTS = Path(__file__).resolve().parent / "results"
-COMMAND = "python scripts/glyph_report.py"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMAND = "python scripts/datasets/glyph_report.py"
 
 
 def episode_accuracy(

@@ -11,7 +11,7 @@ Speed-up = mean seconds per recovered task, scratch / FREE. Teachers the generat
 meta-trained on ("in-pool") and teachers it never saw ("held-out") are reported apart.
 
 Writes ``<out>/recovery_speed.json``, ``recovery_speed.md`` and PNG plots; prints the
-headline ratio. Usage: ``python -m scripts.bench_recovery --preset quick``.
+headline ratio. Usage: ``python -m scripts.bench.recovery --preset quick``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from free_common.free.inversion import MetaGeneratorInverter, Recovered
 from free_common.free.scratch_inversion import invert_from_scratch
 from free_common.free.teachers import Teacher
 from free_common.runtime import host_record
-from scripts.teacher_pool import (
+from scripts.bench.teacher_pool import (
     DEFAULT_CACHE,
     PoolSettings,
     build_pool,
@@ -50,7 +50,7 @@ __all__ = ["PRESETS", "RecoveryPreset", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 QUALITY_BAR = 0.9
 
 

@@ -7,8 +7,8 @@ headline line reports it.
 
 Usage::
 
-    python -m scripts.bench_edge --preset quick                 # < 5 min on 2 CPU cores
-    python -m scripts.bench_edge --preset full --checkpoint runs/free/checkpoint.pt
+    python -m scripts.bench.edge --preset quick                 # < 5 min on 2 CPU cores
+    python -m scripts.bench.edge --preset full --checkpoint runs/free/checkpoint.pt
 
 Without ``--checkpoint`` the backbone is a Conv4 briefly trained as a prototypical network
 on glyph meta-train (same support-statistics BatchNorm rule as the export), a stand-in for
@@ -54,7 +54,7 @@ from free_common.models import Classifier, ModelSpec, build_model
 
 logger = logging.getLogger("bench_edge")
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 N_WAY, K_SHOT, Q_PER_CLASS, THREADS = 5, 5, 15, 2
 GOAL_P50_MS = 10.0
 MODEL_NAME = "free-conv4"

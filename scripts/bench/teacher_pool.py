@@ -8,7 +8,7 @@ with overlap across teachers, as in the FREE pre-training of the public code's
 the pool seed only; the cache file name is a hash of all three, so a pool is trained once
 and reused by every method and run seed that asks for the same settings.
 
-Usage: ``python -m scripts.teacher_pool --dataset glyphs --archs conv4 --teachers 100``.
+Usage: ``python -m scripts.bench.teacher_pool --dataset glyphs --archs conv4 --teachers 100``.
 """
 
 from __future__ import annotations

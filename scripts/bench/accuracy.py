@@ -4,7 +4,7 @@ For each pool setting (single-architecture Conv4; multi-architecture Conv4 + Res
 ResNet-18) and each seed, one process trains and meta-tests: FREE, FREE without
 alignment, FREE with hard labels, from-scratch inversion + the same meta-learning
 (``server.baselines``), Random, Average (FedAvg of the Conv4 teachers), and the real-data
-MAML ceiling (``scripts.bench_reference.train_maml``, one model per shot). Model
+MAML ceiling (``scripts.bench.reference.train_maml``, one model per shot). Model
 selection uses meta-val only; every method is then evaluated once on the same meta-test
 tasks (5-way, 15 queries, 10 fine-tuning steps at lr 0.01; ``free_common.evaluation``).
 
@@ -21,7 +21,7 @@ Random and Average; scratch inversion and the ceiling are left to ``full``).
 Writes ``<out>/<stem>.json``, ``<stem>.md``, ``<stem>_val_curves.png`` and
 ``<stem>_recovered_images.png`` (stem ``accuracy``, or ``accuracy_long`` for ``long``);
 prints FREE's margin over the best data-free baseline.
-Usage: ``python -m scripts.bench_accuracy --preset quick``.
+Usage: ``python -m scripts.bench.accuracy --preset quick``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ from free_common.free.meta_learner import learner_spec
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import Classifier
 from free_common.runtime import host_record, pick_device
-from scripts import bench_reference
-from scripts.teacher_pool import (
+from scripts.bench import reference as bench_reference
+from scripts.bench.teacher_pool import (
     DEFAULT_CACHE,
     PoolSettings,
     build_pool,
@@ -79,7 +79,7 @@ __all__ = ["METHODS", "PRESETS", "AccuracyPreset", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 METHODS: tuple[str, ...] = (
     "free",
     "random",
@@ -117,7 +117,7 @@ class AccuracyPreset:
         shots: meta-test support sizes.
         test_tasks: meta-test tasks per (method, shot, seed).
         free: base FREE configuration (its seed is replaced by the run seed).
-        maml: the real-data MAML ceiling's sizes (``scripts.bench_reference.Preset``).
+        maml: the real-data MAML ceiling's sizes (``scripts.bench.reference.Preset``).
         note: what the preset is for (printed in the report).
         resnet_width: base width of the pools' ResNet teachers.
         methods: the methods this preset runs (a subset of :data:`METHODS`, FREE always);

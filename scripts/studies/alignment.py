@@ -26,7 +26,7 @@ Writes ``<out>/<stem>.{json,md}`` and ``<stem>_val_curves.png`` (stem
 ``alignment_<budget>`` for the single pool, ``alignment_<budget>_<setting>`` for another);
 finished arms are kept under ``--units`` (default ``scripts/results/alignment_units``), in
 ``<budget>/<setting>/<arm>.json``.
-Usage: ``python -m scripts.study_alignment --budget full [--setting multi]``.
+Usage: ``python -m scripts.studies.alignment --budget full [--setting multi]``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ from free_common.free.meta_learner import (
     meta_learner_step,
 )
 from free_common.free.teachers import InMemoryTeachers, Teacher
-from scripts.bench_accuracy import PRESETS, AccuracyPreset, config_key, pool_settings, val_curve
-from scripts.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
+from scripts.bench.accuracy import PRESETS, AccuracyPreset, config_key, pool_settings, val_curve
+from scripts.bench.teacher_pool import DEFAULT_CACHE, build_pool, load_split, teachers_of
 from server.baselines import free_trainer, variant_config
 from server.plots import save_curves
 
@@ -66,7 +66,7 @@ __all__ = ["ARMS", "Arm", "arm_config", "outer_directions", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 SEED = 0
 SETTINGS = tuple(PRESETS["full"].settings)
 """The accuracy bench's pool settings (``single``, ``multi``); the first is the default."""

@@ -14,7 +14,7 @@ Both count the accepted models (``ModelPool.add`` returned) that were lost or co
 be loaded, which must be zero. Processes are forked, so a trial costs milliseconds, not an
 interpreter start.
 
-Usage: ``python -m scripts.stress_pool [--open-trials 100] [--kill-trials 50]`` writes
+Usage: ``python -m scripts.bench.stress_pool [--open-trials 100] [--kill-trials 50]`` writes
 ``scripts/results/pool_stress.json``.
 """
 

@@ -1,1 +1,0 @@
-"""Renderer of the embedded glyph benchmark (see ``scripts/render_glyphs.py``)."""

@@ -1,0 +1,1 @@
+"""Research studies: one question each, answered with the benchmarks' code (pages beside them)."""
