@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from free_common.config import InversionConfig
-from free_common.free.inversion import (
+from free_common.free.generation import (
     Recovered,
     generation_loss,
     recovery_quality,

@@ -3,7 +3,7 @@
 BiDf-MKD and TGR (the baselines of the FREE paper, Sec. 5) re-initialise a generator
 for every model and train it for about 200 Adam steps. This module does that with the
 same generator architecture and the same loss (Eq. 1 of the FREE paper, via
-:func:`~free_common.free.inversion.generation_loss`), so the recovery speed-up is measured
+:func:`~free_common.free.generation.generation_loss`), so the recovery speed-up is measured
 at matched settings. It also supports "run until the teacher's accuracy on its recovered
 images reaches a target", reporting the steps and seconds it took.
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from free_common.config import InversionConfig
-from free_common.free.inversion import (
+from free_common.free.generation import (
     Recovered,
     generation_loss,
     generator_spec,
