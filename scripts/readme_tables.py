@@ -1,9 +1,11 @@
-"""Copy benchmark tables from ``scripts/results/*.md`` into the README between markers.
+"""Copy benchmark tables from ``scripts/results/*.md`` into the documentation pages.
 
-A README block ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->`` is replaced by the
-contents of ``scripts/results/NAME.md``, so every figure the README quotes comes from a file a
-benchmark wrote, never from typing. ``--check`` exits 1 when the README is out of date (a unit
-test runs it).
+A block ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->`` in any page is replaced by
+the contents of ``scripts/results/NAME.md``, so every figure a page quotes comes from a file a
+benchmark wrote, never from typing. The pages are the README and every other tracked
+Markdown file of the repository (:func:`pages`: ``scripts/README.md``, the study pages, the
+pages beside the code). ``--check`` exits 1 when any page is out of date (a unit test runs
+it).
 
 Usage: ``python -m scripts.readme_tables [--check]``
 """
@@ -16,43 +18,71 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "scripts" / "results"
 BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.DOTALL)
+_SKIP = {".git", ".venv", "node_modules", "runs", "__pycache__"}
 
 
 class ReadmeError(ValueError):
-    """A README block names a results file that does not exist."""
+    """A page's block names a results file that does not exist."""
 
 
 def render(readme: str, results_dir: Path) -> str:
-    """The README with every results block replaced by its file's current contents."""
+    """The page with every results block replaced by its file's current contents."""
 
     def fill(match: re.Match[str]) -> str:
         source = results_dir / f"{match.group(2)}.md"
         if not source.is_file():
-            raise ReadmeError(f"README block results:{match.group(2)} has no file {source}")
+            raise ReadmeError(f"page block results:{match.group(2)} has no file {source}")
         return f"{match.group(1)}{source.read_text().rstrip()}\n{match.group(4)}"
 
     return BLOCK.sub(fill, readme)
 
 
+def pages(root: Path = ROOT, results_dir: Path = RESULTS) -> list[Path]:
+    """Every Markdown page under ``root`` outside the results folder and tool folders."""
+    found = []
+    for path in sorted(root.rglob("*.md")):
+        rel = path.relative_to(root)
+        if _SKIP.intersection(rel.parts) or path.is_relative_to(results_dir):
+            continue
+        found.append(path)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the README is stale")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--results", type=Path, default=ROOT / "scripts" / "results")
+    parser.add_argument("--check", action="store_true", help="fail if any page is stale")
+    parser.add_argument(
+        "--page",
+        "--readme",
+        dest="pages",
+        type=Path,
+        action="append",
+        help="a page to fill (repeatable; default: every page, see pages())",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    current = args.readme.read_text()
-    updated = render(current, args.results)
+    targets = args.pages or pages(ROOT, args.results)
+    stale, blocks = [], 0
+    for page in targets:
+        current = page.read_text()
+        updated = render(current, args.results)
+        blocks += len(BLOCK.findall(updated))
+        if updated == current:
+            continue
+        if args.check:
+            stale.append(page)
+        else:
+            page.write_text(updated)
     if args.check:
-        if updated != current:
+        for page in stale:
             print(
-                "README.md quotes stale results: run python -m scripts.readme_tables",
+                f"{page} quotes stale results: run python -m scripts.readme_tables",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    args.readme.write_text(updated)
-    print(f"updated {len(BLOCK.findall(updated))} results blocks in {args.readme}")
+        return 1 if stale else 0
+    print(f"{blocks} results blocks in {len(targets)} pages are up to date")
     return 0
 
 

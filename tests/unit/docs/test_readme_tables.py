@@ -20,3 +20,28 @@ def test_blocks_are_replaced_by_the_results_file(tmp_path: Path):
 def test_a_block_without_a_results_file_is_an_error(tmp_path: Path):
     with pytest.raises(readme_tables.ReadmeError, match="results:missing"):
         readme_tables.render("<!-- results:missing -->\nx\n<!-- /results:missing -->\n", tmp_path)
+
+
+def test_every_page_with_a_results_block_is_checked():
+    found = {p.relative_to(readme_tables.ROOT).as_posix() for p in readme_tables.pages()}
+    assert "README.md" in found and "scripts/README.md" in found
+    assert not any(p.startswith("scripts/results/") for p in found)
+    quoting = {
+        p
+        for p in found
+        if readme_tables.BLOCK.search((readme_tables.ROOT / p).read_text()) is not None
+    }
+    # the benchmark page and the study pages carry generated tables
+    assert "scripts/README.md" in quoting
+    assert any(p.startswith("scripts/studies/") for p in quoting)
+
+
+def test_check_names_a_stale_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "speed.md").write_text("new\n")
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results:speed -->\nold\n<!-- /results:speed -->\n")
+    argv = ["--check", "--page", str(page), "--results", str(tmp_path)]
+    assert readme_tables.main(argv) == 1
+    assert "page.md quotes stale results" in capsys.readouterr().err
+    assert readme_tables.main(["--page", str(page), "--results", str(tmp_path)]) == 0
+    assert readme_tables.main(argv) == 0
