@@ -116,7 +116,7 @@ def assign_owner(
         overlap: classes an owner shares with the next one (0 <= overlap < N).
         width: filters per block of a Conv4 owner.
         resnet_width: base width of a ResNet-10/18 owner (16: affordable to invert on a
-            CPU server; see the README's model cost table).
+            CPU server; see the model cost table in scripts/README.md).
         in_channels: image channels of the split.
         image_size: image side of the split.
     """

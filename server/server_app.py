@@ -119,7 +119,7 @@ def main(grid: Grid, context: Context) -> None:
     if threads > 0:
         # 0 (default) keeps torch's choice, one thread per core: FREE and the meta-test run
         # after the owners have replied, so they have the host to themselves. On 2 cores
-        # this made the main job 1.7x faster than 1 thread (README, Federation / Measured).
+        # this made the main job 1.7x faster than 1 thread (server/README.md, "Measured").
         # Set 1 when the server shares its host with busy clients.
         torch.set_num_threads(threads)
     settings = FederationSettings.from_run_config(rc)

@@ -1,7 +1,7 @@
 """Parameters and multiply-accumulates of every registered classifier and the meta-generator.
 
 Usage: ``python -m scripts.bench.model_costs [--out scripts/results]`` writes
-``model_costs.json`` and ``model_costs.md`` (the README's model table).
+``model_costs.json`` and ``model_costs.md`` (the model table of ``scripts/README.md``).
 """
 
 from __future__ import annotations

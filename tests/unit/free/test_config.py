@@ -63,8 +63,9 @@ def test_unknown_preset() -> None:
 
 
 def test_cpu_preset_keeps_the_published_alignment_step() -> None:
-    """SGD inner steps won on the Conv4 pool but lost in the main job (README, alignment
-    study), so the cpu preset keeps the published step until the mixed pool is measured."""
+    """SGD inner steps won on the Conv4 pool but lost in the main job (alignment study,
+    scripts/studies/alignment.md), so the cpu preset keeps the published step until the mixed
+    pool is measured."""
     paper = FreeConfig.preset("paper").meta_learner
     cpu = FreeConfig.preset("paper-cpu").meta_learner
     assert (paper.inner_optimizer, paper.inner_lr, paper.reptile_scale) == ("adam", 1e-3, 67.0)
