@@ -22,6 +22,10 @@ Writes ``<out>/<stem>.json``, ``<stem>.md``, ``<stem>_val_curves.png`` and
 ``<stem>_recovered_images.png`` (stem ``accuracy``, or ``accuracy_long`` for ``long``);
 prints FREE's margin over the best data-free baseline.
 Usage: ``python -m scripts.bench.accuracy --preset quick``.
+
+Modules: :mod:`.accuracy_presets` (methods, presets, result records), this one (training,
+meta-testing, saved units, the command line) and :mod:`.accuracy_report` (aggregation and
+the Markdown tables).
 """
 
 from __future__ import annotations
@@ -36,38 +40,49 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from free_common.config import (
-    EvalConfig,
-    FreeConfig,
-    InversionConfig,
-    MetaLearnerConfig,
-    ReplayConfig,
-    ScreeningConfig,
-)
 from free_common.data.base import ClassImages
-from free_common.evaluation import confidence_interval, evaluate, select_finetune_lr
+from free_common.evaluation import evaluate, select_finetune_lr
 from free_common.free.meta_learner import learner_spec
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import Classifier
 from free_common.runtime import host_record, pick_device
 from scripts.bench import reference as bench_reference
+from scripts.bench.accuracy_presets import (
+    DATA_FREE_BASELINES,
+    GOAL_POINTS,
+    LABELS,
+    METHODS,
+    PRESETS,
+    PUBLISHED_LR,
+    Accuracies,
+    AccuracyPreset,
+    Ceiling,
+    MetaTest,
+    StateDicts,
+    config_key,
+    pool_settings,
+)
+from scripts.bench.accuracy_report import (
+    _aggregate,
+    _baselines_not_run,
+    alignment_step,
+    markdown,
+)
 from scripts.bench.teacher_pool import (
     DEFAULT_CACHE,
-    PoolSettings,
     build_pool,
     data_fingerprint,
     load_split,
     teachers_of,
 )
 from server.baselines import (
-    FREE_VARIANTS,
     BaselineError,
     average_teachers,
     free_trainer,
@@ -75,242 +90,27 @@ from server.baselines import (
 )
 from server.plots import save_curves, save_image_grid
 
-__all__ = ["METHODS", "PRESETS", "AccuracyPreset", "main", "run"]
+__all__ = [
+    "DATA_FREE_BASELINES",
+    "GOAL_POINTS",
+    "LABELS",
+    "METHODS",
+    "PRESETS",
+    "PUBLISHED_LR",
+    "AccuracyPreset",
+    "alignment_step",
+    "ceiling_key",
+    "config_key",
+    "main",
+    "markdown",
+    "pool_settings",
+    "run",
+    "val_curve",
+]
 
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
-METHODS: tuple[str, ...] = (
-    "free",
-    "random",
-    "average",
-    "scratch",
-    "no_alignment",
-    "hard_labels",
-    "maml",
-)
-DATA_FREE_BASELINES: tuple[str, ...] = ("random", "average", "scratch")
-GOAL_POINTS = 1.42
-PUBLISHED_LR = 0.01
-"""The published protocol's fine-tuning rate (10 SGD steps), the same for every method."""
-LABELS = {
-    "free": "FREE",
-    "random": "Random",
-    "average": "Average (FedAvg)",
-    "scratch": "Scratch inversion + meta-learning",
-    "no_alignment": "FREE w/o alignment",
-    "hard_labels": "FREE, hard labels",
-    "maml": "MAML on real data (ceiling)",
-}
-
-
-@dataclass(frozen=True)
-class AccuracyPreset:
-    """Sizes of one benchmark run.
-
-    Attributes:
-        dataset: ``"glyphs"`` or ``"synthetic"``.
-        settings: pool setting name -> architectures (cycled over the teachers).
-        teachers: teachers per pool.
-        pool_epochs: local training epochs per teacher.
-        seeds: run seeds.
-        shots: meta-test support sizes.
-        test_tasks: meta-test tasks per (method, shot, seed).
-        free: base FREE configuration (its seed is replaced by the run seed).
-        maml: the real-data MAML ceiling's sizes (``scripts.bench.reference.Preset``).
-        note: what the preset is for (printed in the report).
-        resnet_width: base width of the pools' ResNet teachers.
-        methods: the methods this preset runs (a subset of :data:`METHODS`, FREE always);
-            the report marks the others "not run".
-        stem: output file names (``<stem>.json``, ``<stem>.md``, ``<stem>_*.png``).
-        finetune_lrs: the second protocol's grid: each method's fine-tuning rate is chosen
-            on meta-val from these, then meta-test runs once at the chosen rate.
-        lr_val_tasks: meta-val tasks per candidate rate.
-    """
-
-    dataset: str
-    settings: dict[str, tuple[str, ...]]
-    teachers: int
-    pool_epochs: int
-    seeds: tuple[int, ...]
-    shots: tuple[int, ...]
-    test_tasks: int
-    free: FreeConfig
-    maml: bench_reference.Preset
-    note: str
-    resnet_width: int = 16
-    methods: tuple[str, ...] = METHODS
-    stem: str = "accuracy"
-    finetune_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    lr_val_tasks: int = 100
-
-    def __post_init__(self) -> None:
-        """Refuse unknown methods and a preset without FREE."""
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown or "free" not in self.methods:
-            raise ValueError(
-                f"methods {list(self.methods)}: must include 'free' and be among {list(METHODS)}"
-            )
-
-    @property
-    def free_variants(self) -> tuple[str, ...]:
-        """The methods of this preset that run the FREE training loop, in run order."""
-        return tuple(v for v in FREE_VARIANTS if v in self.methods)
-
-
-def _free_config(
-    base: FreeConfig, *, iterations: int, warmup: int, every: int, val_tasks: int, scratch: int
-) -> FreeConfig:
-    """``base`` with the bench's iteration budget, meta-val size and screening off."""
-    return replace(
-        base,
-        iterations=iterations,
-        warmup=warmup,
-        checkpoint_every=every,
-        inversion=replace(base.inversion, scratch_steps=scratch),
-        eval=replace(base.eval, every=every, val_tasks=val_tasks),
-        screening=replace(base.screening, enabled=False),
-    )
-
-
-_SMOKE_FREE = FreeConfig(
-    iterations=2,
-    warmup=1,
-    teachers_per_iteration=2,
-    checkpoint_every=2,
-    inversion=InversionConfig(
-        latent_dim=16, generator_width=4, inner_steps=2, images_per_class=4, scratch_steps=4
-    ),
-    meta_learner=MetaLearnerConfig(width=4),
-    replay=ReplayConfig(q_query=2, meta_batch=2, inner_steps=1, patience=1, max_meta_batches=2),
-    eval=EvalConfig(every=2, val_tasks=2, test_tasks=2, q_query=15),
-    screening=ScreeningConfig(enabled=False),
-)
-_CPU = FreeConfig.preset("paper-cpu")
-
-Accuracies = dict[str, dict[int, np.ndarray]]
-"""Method -> shot -> per-task meta-test accuracies, shape (test_tasks,)."""
-StateDicts = dict[str, dict[int, dict[str, torch.Tensor]]]
-"""Method -> shot -> the weights of the model meta-tested for that shot."""
-
-
-@dataclass
-class MetaTest:
-    """Meta-test results of some methods under both protocols, on the same tasks.
-
-    Attributes:
-        fixed: the published protocol: every method fine-tuned at :data:`PUBLISHED_LR`.
-        tuned: every method fine-tuned at its own rate, chosen on meta-val from the
-            preset's ``finetune_lrs`` (empty for units measured before this protocol).
-        lrs: method -> shot -> ``{"lr", "val": {rate: mean meta-val accuracy}, "at_edge"}``.
-    """
-
-    fixed: Accuracies
-    tuned: Accuracies = field(default_factory=dict)
-    lrs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-
-    def only(self, method: str) -> MetaTest:
-        """The results of one method."""
-        return MetaTest(
-            {method: self.fixed[method]},
-            {method: self.tuned[method]} if method in self.tuned else {},
-            {method: self.lrs[method]} if method in self.lrs else {},
-        )
-
-
-@dataclass
-class Ceiling:
-    """The real-data MAML ceiling of one seed: results, training record, weights by shot."""
-
-    results: MetaTest
-    info: dict[str, Any]
-    weights: dict[int, dict[str, torch.Tensor]]
-
-
-_FULL = AccuracyPreset(
-    dataset="glyphs",
-    settings={"single": ("conv4",), "multi": ("conv4", "resnet10", "resnet18")},
-    teachers=100,
-    pool_epochs=30,
-    seeds=(0, 1, 2),
-    shots=(1, 5),
-    test_tasks=600,
-    free=_free_config(_CPU, iterations=30, warmup=5, every=10, val_tasks=50, scratch=200),
-    maml=bench_reference.Preset(
-        iterations={1: 200, 5: 150}, meta_batch=4, val_every=50, val_tasks=50, test_tasks=600
-    ),
-    note="FULL: 100-teacher pools, FREE 'cpu' preset cut to 30 iterations (5 warm-up), "
-    "meta-val 50 tasks every 10 iterations, scratch 200 steps per teacher, MAML ceiling "
-    "200/150 meta-batches of 4; protocol kept: 600 test tasks, 3 seeds.",
-)
-
-PRESETS: dict[str, AccuracyPreset] = {
-    "smoke": AccuracyPreset(
-        dataset="synthetic",
-        settings={"single": ("conv4",), "multi": ("conv4", "resnet10")},
-        teachers=3,
-        pool_epochs=2,
-        seeds=(0,),
-        shots=(1, 5),
-        test_tasks=3,
-        free=_SMOKE_FREE,
-        maml=bench_reference.Preset(
-            iterations={1: 1, 5: 1}, meta_batch=1, val_every=1, val_tasks=2, test_tasks=2, width=4
-        ),
-        note="SMOKE: wiring check only; numbers are meaningless.",
-        resnet_width=2,
-        finetune_lrs=(0.01, 0.1),
-        lr_val_tasks=2,
-    ),
-    "quick": AccuracyPreset(
-        dataset="glyphs",
-        settings={"single": ("conv4",), "multi": ("conv4", "resnet10", "resnet18")},
-        teachers=12,
-        pool_epochs=30,
-        seeds=(0,),
-        shots=(1, 5),
-        test_tasks=30,
-        free=replace(
-            _free_config(_CPU, iterations=4, warmup=1, every=2, val_tasks=10, scratch=30),
-            replay=replace(_CPU.replay, max_meta_batches=5),
-        ),
-        maml=bench_reference.Preset(
-            iterations={1: 6, 5: 6}, meta_batch=2, val_every=3, val_tasks=10, test_tasks=30
-        ),
-        note="QUICK: CI-sized wiring run (12-teacher pools, 4 FREE iterations with at most 5 "
-        "replay meta-batches, 30 test tasks, one seed); not the README figure.",
-        finetune_lrs=(0.01, 0.1),
-        lr_val_tasks=10,
-    ),
-    "full": _FULL,
-    "long": replace(
-        _FULL,
-        free=_free_config(_CPU, iterations=240, warmup=5, every=40, val_tasks=50, scratch=200),
-        note="LONG: the `full` pools and protocol with FREE and its ablations trained 8x "
-        "longer (240 iterations, 5 warm-up, meta-val 50 tasks every 40 iterations), against "
-        "Random and Average. Not run here: scratch inversion (at 240 iterations, 192,000 "
-        "generator steps, about 3.5 CPU-hours per unit) and the MAML ceiling (it does not "
-        "depend on FREE's budget); both are in `full`.",
-        methods=("free", "random", "average", "no_alignment", "hard_labels"),
-        stem="accuracy_long",
-    ),
-}
-
-
-def pool_settings(preset: AccuracyPreset, setting: str) -> PoolSettings:
-    """The teacher pool of one of ``preset``'s settings (Conv4 teachers at the learner's width)."""
-    return PoolSettings(
-        archs=preset.settings[setting],
-        teachers=preset.teachers,
-        epochs=preset.pool_epochs,
-        conv4_width=learner_spec(preset.free.meta_learner).width,
-        resnet_width=preset.resnet_width,
-    )
-
-
-def config_key(config: FreeConfig) -> str:
-    """A short hash of ``config`` (10 hex digits) naming the work and unit it was measured by."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def val_curve(history: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
@@ -501,200 +301,6 @@ def _weights(models: dict[str, dict[int, Classifier]]) -> StateDicts:
         m: {shot: copies[id(model)] for shot, model in by_shot.items()}
         for m, by_shot in models.items()
     }
-
-
-def _aggregate(
-    per_seed: dict[int, dict[str, dict[int, np.ndarray]]], shots: Sequence[int]
-) -> dict[str, Any]:
-    """Per shot and method: per-seed mean/ci95 and the aggregate over seeds."""
-    table: dict[str, Any] = {}
-    methods = [m for m in METHODS if all(m in r for r in per_seed.values())]
-    for shot in shots:
-        row: dict[str, Any] = {}
-        for method in methods:
-            seeds = []
-            for seed, results in per_seed.items():
-                mean, ci = confidence_interval(results[method][shot])
-                seeds.append({"seed": seed, "mean": mean, "ci95": ci})
-            pooled = np.concatenate([r[method][shot] for r in per_seed.values()])
-            mean, ci = confidence_interval(pooled)
-            row[method] = {
-                "label": LABELS[method],
-                "mean": mean,
-                "ci95": ci,
-                "seed_std": float(np.std([s["mean"] for s in seeds])),
-                "per_seed": seeds,
-            }
-        free = row["free"]["mean"]
-        baselines = {m: row[m]["mean"] for m in DATA_FREE_BASELINES if m in row}
-        best = max(baselines, key=lambda m: baselines[m])
-        gap = 100 * (free - baselines[best])
-        row["_summary"] = {
-            "best_data_free_baseline": best,
-            "free_minus_best_baseline_points": gap,
-            "goal_points": GOAL_POINTS,
-            "goal_met": bool(gap >= GOAL_POINTS),
-            "ceiling_minus_free_points": 100 * (row["maml"]["mean"] - free)
-            if "maml" in row
-            else None,
-        }
-        table[str(shot)] = row
-    return table
-
-
-def _setting_seeds(report: dict[str, Any], setting: dict[str, Any]) -> list[int]:
-    """The seeds one setting aggregates (reports before per-setting seeds: the report's)."""
-    seeds: list[int] = setting.get("seeds", report["seeds"])
-    return seeds
-
-
-def _partial(report: dict[str, Any], setting: dict[str, Any]) -> str:
-    planned = report.get("preset_seeds", report["seeds"])
-    done = _setting_seeds(report, setting)
-    if len(done) >= len(planned):
-        return ""
-    listed = ", ".join(str(s) for s in done)
-    return f" (PARTIAL: {len(done)} of the preset's {len(planned)} seeds: {listed})"
-
-
-def _missing_settings(report: dict[str, Any]) -> list[str]:
-    done = {s["name"] for s in report["settings"]}
-    return [s for s in report.get("preset_settings", []) if s not in done]
-
-
-def _baselines_not_run(report: dict[str, Any]) -> list[str]:
-    """The data-free baselines the report's preset left out (its margin ignores them)."""
-    return [m for m in DATA_FREE_BASELINES if m not in report.get("methods", METHODS)]
-
-
-def alignment_step(config: dict[str, Any]) -> str:
-    """FREE's meta-learner step in words, from a ``FreeConfig.to_dict()``."""
-    learner = config["meta_learner"]
-    if not learner["alignment"]:
-        return "joint KD step (no alignment)"
-    optimiser = {"sgd": "SGD", "adam": "Adam"}[learner["inner_optimizer"]]
-    return (
-        f"inner {optimiser} lr {learner['inner_lr']:g}, "
-        f"outer gradient {learner['reptile_scale']:g}·(φ − φ')"
-    )
-
-
-def _table_head(shots: Sequence[int], by_seed: bool, tuned: bool = False) -> list[str]:
-    """The header row and the alignment row of a setting's table."""
-    columns = [f"{s}-shot" for s in shots]
-    if by_seed:
-        columns += [f"{s}-shot per seed" for s in shots]
-    if tuned:
-        columns += [f"rate {s}-shot" for s in shots]
-    return ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-
-
-def _cell(entry: dict[str, Any] | None) -> str:
-    """``"62.38 ± 0.60"``: the aggregate mean and 95% CI in %, or ``n/a``."""
-    return f"{100 * entry['mean']:.2f} ± {100 * entry['ci95']:.2f}" if entry else "n/a"
-
-
-def _seed_means(entry: dict[str, Any] | None) -> str:
-    """``"63.33 / 61.42"``: each seed's mean in %, in seed order (the seed spread)."""
-    if not entry:
-        return "n/a"
-    return " / ".join(f"{100 * s['mean']:.2f}" for s in entry["per_seed"])
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """Tables of ``report`` (generated from the JSON, never typed by hand)."""
-    lines = [
-        f"Accuracy, preset `{report['preset']}`: {report['note']}",
-        "",
-        f"FREE's alignment step: {alignment_step(report['free_config'])}.",
-        "",
-    ]
-    missing = _missing_settings(report)
-    if missing:
-        lines += [f"PARTIAL: not run yet: the {', '.join(missing)} pool setting(s).", ""]
-    methods = [m for m in METHODS if m in report.get("methods", METHODS)]
-    skipped = [LABELS[m] for m in METHODS if m not in methods]
-    if skipped:
-        lines += [f"Not run in this preset: {', '.join(skipped)}.", ""]
-    partial_baselines = bool(_baselines_not_run(report))
-    for setting in report["settings"]:
-        n_seeds = len(_setting_seeds(report, setting))
-        lines += [
-            f"**{setting['name']}** pool ({'+'.join(setting['archs'])}, "
-            f"{setting['teachers']} teachers; Average over {setting['average_teachers']} "
-            f"Conv4 teachers), 5-way, {report['test_tasks']} meta-test tasks x "
-            f"{n_seeds} seed(s){_partial(report, setting)}; "
-            "mean ± 95% CI in %:",
-            "",
-            *_protocol_block(report, setting["results"], methods, n_seeds > 1, partial_baselines),
-        ]
-        tuned = setting.get("tuned")
-        if tuned:
-            seeds = tuned["seeds"]
-            missing_seeds = sorted(set(_setting_seeds(report, setting)) - set(seeds))
-            lines += [
-                f"Same pool and tasks, each method fine-tuned at its own rate, chosen on "
-                f"meta-val ({report['lr_val_tasks']} tasks per rate) from "
-                f"{', '.join(f'{lr:g}' for lr in report['finetune_lrs'])}; "
-                f"{len(seeds)} seed(s): {', '.join(str(x) for x in seeds)}"
-                + (
-                    f" (measured before this protocol: seed(s) "
-                    f"{', '.join(str(x) for x in missing_seeds)})"
-                    if missing_seeds
-                    else ""
-                )
-                + "; chosen rate per seed in the last columns:",
-                "",
-                *_protocol_block(
-                    report, tuned["results"], methods, False, partial_baselines, tuned["lrs"]
-                ),
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def _protocol_block(
-    report: dict[str, Any],
-    results: dict[str, Any],
-    methods: Sequence[str],
-    by_seed: bool,
-    partial_baselines: bool,
-    rates: dict[str, Any] | None = None,
-) -> list[str]:
-    """One protocol's table and its goal lines (``rates``: the tuned protocol's choices)."""
-    shots = report["shots"]
-    lines = _table_head(shots, by_seed, tuned=rates is not None)
-    for method in methods:
-        cells = [_cell(results[str(shot)].get(method)) for shot in shots]
-        if by_seed:
-            cells += [_seed_means(results[str(shot)].get(method)) for shot in shots]
-        if rates is not None:
-            cells += [_chosen_rates(rates, method, shot) for shot in shots]
-        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
-    protocol = ", rates tuned on meta-val" if rates is not None else ""
-    for shot in shots:
-        s = results[str(shot)]["_summary"]
-        ceiling = s["ceiling_minus_free_points"]
-        best = LABELS[s["best_data_free_baseline"]]
-        lines.append(
-            f"\n{shot}-shot{protocol}: FREE − best data-free baseline"
-            f"{' run here' if partial_baselines else ''} ({best})"
-            f" = {s['free_minus_best_baseline_points']:+.2f} points (goal ≥ +{GOAL_POINTS}: "
-            f"{'met' if s['goal_met'] else 'NOT met'}"
-            f"{' against these baselines' if partial_baselines else ''}); ceiling − FREE = "
-            f"{'n/a' if ceiling is None else f'{ceiling:.2f}'} points."
-        )
-    lines.append("")
-    return lines
-
-
-def _chosen_rates(rates: dict[str, Any], method: str, shot: int) -> str:
-    """``"0.1 / 0.03"``: the rate chosen for ``method`` at ``shot``, per seed in seed order."""
-    chosen = [
-        by_method[method][str(shot)]
-        for _, by_method in sorted(rates.items(), key=lambda r: int(r[0]))
-        if method in by_method
-    ]
-    return " / ".join(f"{lr:g}" for lr in chosen) or "n/a"
 
 
 def _unit_dir(work_dir: Path, setting: str, seed: int) -> Path:
