@@ -14,8 +14,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 def test_round_continues_without_failed_owners(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    config = (
-        FAST + ' fault.partitions="1=raise,2=sleep:75" fed.round-timeout-s=40 fed.min-replies=2'
+    # Partition 2 sleeps past the round timeout; the healthy owners' 8 local epochs are a few
+    # Adam steps, so 25 s covers their replies with room and the round idles little. The
+    # export plays no part in failure handling.
+    config = FAST + (
+        ' fault.partitions="1=raise,2=sleep:60" fed.round-timeout-s=25 fed.min-replies=2'
+        " export.enabled=false"
     )
     result = run_main(run_dir, owners=4, run_config=config, timeout=560)
     log = result.stdout + result.stderr
@@ -24,7 +28,8 @@ def test_round_continues_without_failed_owners(tmp_path: Path) -> None:
     (round1,) = summary["rounds"]
     assert len(round1["accepted"]) == 2
     assert list(round1["failed"].values()) == ["client-raised"]
-    assert len(round1["missing"]) == 1
+    assert len(round1["missing"]) == 1  # the sleeper: timed out, not failed
+    assert set(round1["accepted"]).isdisjoint({*round1["failed"], *map(str, round1["missing"])})
     report = Path(summary["report"]["markdown"]).read_text()
     assert "client-raised" in report and "timeout" in report
     assert not processes_mentioning(str(run_dir / "flwr-home"))
