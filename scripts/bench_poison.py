@@ -1,6 +1,6 @@
 """Poisoned-pool benchmark: what the attacks cost FREE, and what the defences catch.
 
-Pools: a cached teacher pool (``scripts.teacher_pool``; Conv4 + ResNet-10 + ResNet-18, the
+Pools: a cached teacher pool (``scripts.bench.teacher_pool``; Conv4 + ResNet-10 + ResNet-18, the
 classes of every teacher drawn from a shared vocabulary, so that teachers share classes)
 whose teachers carry their class names (``label:<glyph>``), as a collaboration with shared
 labels would. For each run seed, a shuffled order of the teachers is drawn; at poison
@@ -57,7 +57,7 @@ from free_common.free.trust.checks import CHECKS
 from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
 from scripts import poison_attacks as attacks
-from scripts.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
+from scripts.bench.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
 from server.free_training import FreeTrainer, FreeTrainingError
 
 __all__ = ["PRESETS", "PoisonPreset", "compose_pool", "main", "run"]
@@ -476,7 +476,7 @@ def run(
         preset_name: a key of :data:`PRESETS`.
         out_dir: where the report goes; finished units are kept in ``out_dir/poison_units``.
         parts: ``"detection"`` and/or ``"accuracy"``.
-        pool_cache: the teacher-pool cache (``scripts.teacher_pool``; None: train afresh).
+        pool_cache: the teacher-pool cache (``scripts.bench.teacher_pool``; None: train afresh).
         work_dir: the built attacks and FREE's checkpoints of unfinished units.
     """
     preset = PRESETS[preset_name]

@@ -7,7 +7,7 @@ Parts (each a key of the JSON written to ``<out>/screening.json``, with a markdo
   default ``ScreeningConfig``, as the FREE trainer screens them: the main job's 20 owners
   (``scripts.main_job_owners``: glyph owners trained as ``client/owner.py`` trains them,
   Conv4-32, ResNet-10/18 at width 16) for each run seed, private class names as in the
-  main job; and the cached benchmark pools of 100 teachers (``scripts.teacher_pool``):
+  main job; and the cached benchmark pools of 100 teachers (``scripts.bench.teacher_pool``):
   Conv4, Conv4 + ResNet-10 + ResNet-18, and the mixed pool drawn from a 100-class
   vocabulary with shared class names (the label-agreement check runs there). Goal: none
   excluded.
@@ -59,8 +59,8 @@ from free_common.free.trust.probes import probe_images
 from free_common.models import build_model
 from free_common.runtime import host_record
 from scripts import poison_attacks
+from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split
 from scripts.main_job_owners import Owner, main_job_owners
-from scripts.teacher_pool import PoolSettings, build_pool, load_split
 from server.free_training import FreeTrainer
 from server.trust import PoolScreen
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import bench_free_wins
+from scripts.bench import free_wins as bench_free_wins
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

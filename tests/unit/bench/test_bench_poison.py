@@ -12,7 +12,7 @@ import pytest
 from free_common.models import ModelSpec
 from scripts import bench_poison
 from scripts import poison_attacks as attacks
-from scripts.teacher_pool import synthetic_split
+from scripts.bench.teacher_pool import synthetic_split
 
 SPEC = ModelSpec("conv4", 1, 32, 5, 4)
 PRESET = replace(bench_poison.PRESETS["smoke"], levels=(0.0, 0.25, 0.5))

@@ -10,7 +10,7 @@ from free_common.data.base import ClassImages
 from free_common.free.teachers import teacher_from_state_dict
 from free_common.models import ModelSpec, build_model
 from scripts import poison_attacks as attacks
-from scripts.teacher_pool import synthetic_split
+from scripts.bench.teacher_pool import synthetic_split
 
 SPEC = ModelSpec("conv4", 1, 32, 5, 8)
 

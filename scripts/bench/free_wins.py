@@ -14,7 +14,7 @@ Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
   meta-val by nearest centroid (one model), the baseline a practitioner tries first.
 
 Baselines come from the same code as the main job's (:mod:`server.comparison`). Pools are
-those of ``scripts.bench_accuracy`` (100 teachers, pool seed 0, cached on disk): ``single``
+those of ``scripts.bench.accuracy`` (100 teachers, pool seed 0, cached on disk): ``single``
 (Conv4) and ``multi`` (Conv4, ResNet-10, ResNet-18).
 
 Resumable: one unit per (pool, method, seed, setting) under
@@ -28,9 +28,9 @@ beats that baseline.
 
 Usage::
 
-    python -m scripts.bench_free_wins --pools single --methods free,random --seeds 0,1,2
-    python -m scripts.bench_free_wins --settings glyphs-5w1s,glyphs-5w5s
-    python -m scripts.bench_free_wins --preset full --report   # rebuild the report only
+    python -m scripts.bench.free_wins --pools single --methods free,random --seeds 0,1,2
+    python -m scripts.bench.free_wins --settings glyphs-5w1s,glyphs-5w5s
+    python -m scripts.bench.free_wins --preset full --report   # rebuild the report only
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from free_common.free.teachers import InMemoryTeachers
 from free_common.models import Classifier, build_model
 from free_common.protocols import PROTOCOLS, ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record, pick_device
-from scripts.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
+from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
 from server.baselines import free_trainer
 from server.comparison import average_candidate, best_owner_candidate, random_candidate
 
@@ -65,10 +65,10 @@ __all__ = ["METHODS", "PRESETS", "SETTINGS", "WinsPreset", "main", "report", "ru
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 CACHE_DIR = Path("~/.cache/freefed").expanduser()
 """Trained models go to ``<cache>/free_wins``, pools to ``<cache>/pools`` (shared with
-``scripts.bench_accuracy``)."""
+``scripts.bench.accuracy``)."""
 METHODS: tuple[str, ...] = ("free", "free_paper", "random", "average", "best_owner")
 TRAINED = {"free": "xkd-cpu", "free_paper": "paper-cpu"}
 """Methods trained by FREE's loop, and their preset."""
@@ -399,7 +399,7 @@ def markdown(rep: dict[str, Any]) -> str:
     """One table per pool and protocol: methods x settings, mean ± across-seed sd (worst)."""
     lines = [
         "Mean over training seeds ± across-seed sd (worst seed) [mean per-task 95% CI], "
-        f"from {rep['units']} units; `python -m scripts.bench_free_wins --report`.",
+        f"from {rep['units']} units; `python -m scripts.bench.free_wins --report`.",
         "",
     ]
     for pool, by_setting in rep["results"].items():
