@@ -1,12 +1,12 @@
-"""Record finished main-job runs (``scripts/run_main.sh``, one per seed) as server/README.md's figures.
+"""Record finished main-job runs (``scripts/run_main.sh``, one per seed) as their figures.
 
 Reads each run's ``out/summary.json`` (the server's comparison of FREE, Random, Average and
 the best owner, and its meta-val verdict) and ``out/timing.json`` (wall time of ``flwr
 run``), and writes ``scripts/results/main_job.json`` and ``main_job.md``, which ``python -m
-scripts.readme_tables`` copies into server/README.md ("Measured"): per seed, the time and the verdict; across
-seeds, each method's mean, across-seed standard deviation and worst seed per protocol and
-shot; and FREE's margin over the better of Random and Average in every seed against the
-goal of :data:`GOAL_POINTS`. No figure is typed by hand.
+scripts.readme_tables`` copies into server/README.md ("Measured"): per seed, the time and
+the verdict; across seeds, each method's mean, across-seed standard deviation and worst seed
+per protocol and shot; and FREE's margin over the better of Random and Average in every
+seed against the goal of :data:`GOAL_POINTS`. No figure is typed by hand.
 
 Usage: ``python -m scripts.record_main_job runs/main-A runs/main-B runs/main-C [--note "..."]``
 """
