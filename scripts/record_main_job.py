@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from server.report import PROTOCOL_NAMES
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_S = 15 * 60
 GOAL_POINTS = 1.42
 """FREE's goal over both baselines (Random, Average) at both shots, in every seed."""
 BASELINES = ("Random", "Average")
-PROTOCOL_NAMES = {"tuned": "tuned", "published": "lr 0.01", "proto": "prototypes (device)"}
 
 
 class RunError(ValueError):

@@ -31,7 +31,7 @@ import torch
 
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
-from free_common.free.teachers import TeacherSource
+from free_common.free.teachers import Teacher, TeacherSource
 from free_common.models import Classifier, ModelSpec
 from free_common.protocols import ProtocolResult, ProtocolSettings, TaskSetting, meta_test
 from server.baselines import BaselineError, average_teachers, random_initialisation
@@ -149,6 +149,7 @@ def best_owner_candidate(
     benchmarks' "best single teacher").
     """
     scores: dict[str, float] = {}
+    best: Teacher | None = None
     shape = (val.image_shape[0], val.image_shape[1])
     for teacher_id in teachers.ids():
         teacher = teachers.load(teacher_id)
@@ -171,16 +172,16 @@ def best_owner_candidate(
             seed=seed,
             device=device,
         ).mean
+        if best is None or scores[teacher_id] > scores[best.teacher_id]:
+            best = teacher  # kept, not loaded again
     kind = "" if learner is None else f"{learner.arch} "
-    if not scores:
+    if best is None:
         return Candidate("Best owner", None, None, f"no {kind}owner model takes the input")
-    best = max(scores, key=lambda k: scores[k])
-    teacher = teachers.load(best)
-    assert isinstance(teacher.model, Classifier)
-    arch = f" ({teacher.spec.arch})" if learner is None else ""
-    note = f"{best}{arch}, best of {len(scores)} {kind}owners on meta-val"
-    logger.info("best owner: %s (meta-val nearest centroid %.4f)", note, scores[best])
-    return Candidate("Best owner", teacher.model, teacher.spec, note)
+    assert isinstance(best.model, Classifier)
+    arch = f" ({best.spec.arch})" if learner is None else ""
+    note = f"{best.teacher_id}{arch}, best of {len(scores)} {kind}owners on meta-val"
+    logger.info("best owner: %s (meta-val nearest centroid %.4f)", note, scores[best.teacher_id])
+    return Candidate("Best owner", best.model, best.spec, note)
 
 
 def random_candidate(spec: ModelSpec, seed: int) -> Candidate:
