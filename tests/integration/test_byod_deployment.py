@@ -57,5 +57,8 @@ def test_byod_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     assert f"- meta-test: `folder:{held_out / 'test'}`" in report
     assert "- meta-learner input: `3x16x16`" in report  # RGB from the folders, test preset side
     assert "3x40x40 -> 3x16x16" in report  # owners' inputs adapted
-    assert [r["method"] for r in summary["rows"]] == ["FREE", "Random", "Average"]
+    methods = ["FREE", "Random", "Average", "Best owner"]  # the best owner of any architecture
+    assert [(r["protocol"], r["method"]) for r in summary["rows"]] == [
+        (protocol, method) for protocol in ("tuned", "proto") for method in methods
+    ]
     assert not processes_mentioning(str(work / "deploy"))
