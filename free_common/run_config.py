@@ -138,6 +138,8 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.meta-learner.inner-optimizer", "", _PRESET_PLACEHOLDER),
             Key("free.meta-learner.inner-lr", -1.0, _PRESET_PLACEHOLDER),
             Key("free.meta-learner.reptile-scale", -1.0, _PRESET_PLACEHOLDER),
+            Key("free.meta-learner.outer-lr", -1.0, _PRESET_PLACEHOLDER),
+            Key("free.meta-learner.init", "", _PRESET_PLACEHOLDER),
             Key("free.screening.steps", -1, _PRESET_PLACEHOLDER),
             Key("free.screening.min-confidence", -1.0, _PRESET_PLACEHOLDER),
             Key("free.screening.min-accuracy", -1.0, _PRESET_PLACEHOLDER),
