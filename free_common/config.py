@@ -331,7 +331,7 @@ class ScreeningConfig:
 
     Attributes:
         enabled: screen new teachers before they can be sampled (off: every teacher that
-            loads is used; the "no defences" setting of ``scripts/bench_poison.py``).
+            loads is used; the "no defences" setting of ``scripts/bench/poison.py``).
         steps: Adam steps of the pixel-space recovery.
         images_per_class: recovered images per class.
         min_accuracy: lowest accepted teacher accuracy on its recovered images.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_poison
+from scripts.bench import poison as bench_poison
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -1,4 +1,4 @@
-"""Pool composition and the summaries of ``scripts.bench_poison`` (no training)."""
+"""Pool composition and the summaries of ``scripts.bench.poison`` (no training)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from free_common.models import ModelSpec
-from scripts import bench_poison
-from scripts import poison_attacks as attacks
+from scripts.bench import poison as bench_poison
+from scripts.bench import poison_attacks as attacks
 from scripts.bench.teacher_pool import synthetic_split
 
 SPEC = ModelSpec("conv4", 1, 32, 5, 4)

@@ -1,4 +1,4 @@
-"""The attacks of ``scripts.poison_attacks``, each made from an honest model."""
+"""The attacks of ``scripts.bench.poison_attacks``, each made from an honest model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from free_common.data.base import ClassImages
 from free_common.free.teachers import teacher_from_state_dict
 from free_common.models import ModelSpec, build_model
-from scripts import poison_attacks as attacks
+from scripts.bench import poison_attacks as attacks
 from scripts.bench.teacher_pool import synthetic_split
 
 SPEC = ModelSpec("conv4", 1, 32, 5, 8)

@@ -5,7 +5,7 @@ classes of every teacher drawn from a shared vocabulary, so that teachers share 
 whose teachers carry their class names (``label:<glyph>``), as a collaboration with shared
 labels would. For each run seed, a shuffled order of the teachers is drawn; at poison
 level p the first ``round(p * N)`` of them are replaced by attacks made from them
-(``scripts.poison_attacks``, the six kinds in turn): label-permuted, backdoored, trained on
+(``scripts.bench.poison_attacks``, the six kinds in turn): label-permuted, backdoored, trained on
 another owner's classes under false names, fine-tuned to a constant class, model
 replacement with scaled weights, and a free-rider copy (with noise) of an honest teacher
 that comes earlier in the pool. The attacks of a lower level are those of a higher one.
@@ -24,8 +24,8 @@ Two parts, each resumable (one JSON per unit under ``<out>/poison_units/<preset>
 Writes ``<out>/<stem>.json``, ``<stem>.md`` and ``<stem>.png`` (stem ``poison`` for
 ``full``, ``poison_<preset>`` otherwise).
 
-Usage: ``python -m scripts.bench_poison --preset quick`` (both parts);
-``python -m scripts.bench_poison --preset full --part detection``.
+Usage: ``python -m scripts.bench.poison --preset quick`` (both parts);
+``python -m scripts.bench.poison --preset full --part detection``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_st
 from free_common.free.trust.checks import CHECKS
 from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
-from scripts import poison_attacks as attacks
+from scripts.bench import poison_attacks as attacks
 from scripts.bench.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
 from server.free_training import FreeTrainer, FreeTrainingError
 
@@ -64,7 +64,7 @@ __all__ = ["PRESETS", "PoisonPreset", "compose_pool", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 CACHE_DIR = Path(os.environ.get("FREEFED_POISON_CACHE", "~/.cache/freefed/poison")).expanduser()
 """Built attacks (per preset and seed) and the FREE checkpoints of unfinished units."""
 PARTS: tuple[str, ...] = ("detection", "accuracy")
@@ -674,7 +674,7 @@ def collect(preset_name: str, units: Path) -> dict[str, Any]:
             "accuracy": float(sum(u.get("train_seconds", 0.0) for u in accuracy)),
         },
         "host": host_record(torch.device("cpu")),
-        "command": f"python -m scripts.bench_poison --preset {preset_name}",
+        "command": f"python -m scripts.bench.poison --preset {preset_name}",
     }
 
 

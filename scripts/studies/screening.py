@@ -5,7 +5,7 @@ Parts (each a key of the JSON written to ``<out>/screening.json``, with a markdo
 
 - ``honest``: every teacher of these pools screened by ``server.trust.PoolScreen`` with the
   default ``ScreeningConfig``, as the FREE trainer screens them: the main job's 20 owners
-  (``scripts.main_job_owners``: glyph owners trained as ``client/owner.py`` trains them,
+  (``scripts.bench.main_job_owners``: glyph owners trained as ``client/owner.py`` trains them,
   Conv4-32, ResNet-10/18 at width 16) for each run seed, private class names as in the
   main job; and the cached benchmark pools of 100 teachers (``scripts.bench.teacher_pool``):
   Conv4, Conv4 + ResNet-10 + ResNet-18, and the mixed pool drawn from a 100-class
@@ -23,7 +23,7 @@ Parts (each a key of the JSON written to ``<out>/screening.json``, with a markdo
   on backdoored copies of every other one: the share of probes a patch moves, honest
   against backdoored (why no backdoor check is in the screening).
 
-Usage: ``python -m scripts.measure_screening [--seeds 0,1,2] [--out scripts/results]``.
+Usage: ``python -m scripts.studies.screening [--seeds 0,1,2] [--out scripts/results]``.
 """
 
 from __future__ import annotations
@@ -58,15 +58,15 @@ from free_common.free.trust.checks import (
 from free_common.free.trust.probes import probe_images
 from free_common.models import build_model
 from free_common.runtime import host_record
-from scripts import poison_attacks
+from scripts.bench import poison_attacks
+from scripts.bench.main_job_owners import Owner, main_job_owners
 from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split
-from scripts.main_job_owners import Owner, main_job_owners
 from server.free_training import FreeTrainer
 from server.trust import PoolScreen
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 BENCH_POOLS: dict[str, PoolSettings] = {
     "conv4-100": PoolSettings(archs=("conv4",), teachers=100),
     "mixed-100": PoolSettings(archs=("conv4", "resnet10", "resnet18"), teachers=100),
@@ -401,7 +401,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Teacher screening: measured",
         "",
-        f"`python -m scripts.measure_screening` ({report['seconds']:.0f} s on "
+        f"`python -m scripts.studies.screening` ({report['seconds']:.0f} s on "
         f"{report['host']['device']}, 1 thread). Default `ScreeningConfig`: pixel-space recovery "
         f"{cfg['steps']} steps x {cfg['images_per_class']} images per class from "
         f"{cfg['probe_images']} meta-val probe images (lr {cfg['recovery_lr']}); accept at "

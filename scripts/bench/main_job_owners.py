@@ -8,7 +8,7 @@ count) under the main job's run configuration (``pyproject.toml``: architecture 
 (``~/.cache/freefed/owners`` or ``$FREEFED_OWNER_CACHE``) so that every measurement reads
 the same owners.
 
-Usage: ``python -m scripts.main_job_owners --seeds 0,1,2``.
+Usage: ``python -m scripts.bench.main_job_owners --seeds 0,1,2``.
 """
 
 from __future__ import annotations
