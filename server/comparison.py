@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from free_common.data.base import ClassImages
-from free_common.evaluation import evaluate
-from free_common.free.teachers import Teacher, TeacherSource
+from free_common.free.best_teacher import rank_by_nearest_centroid
+from free_common.free.teachers import TeacherSource
 from free_common.models import Classifier, ModelSpec
 from free_common.protocols import ProtocolResult, ProtocolSettings, TaskSetting, meta_test
 from server.baselines import BaselineError, average_teachers, random_initialisation
@@ -148,32 +148,25 @@ def best_owner_candidate(
     ``learner=None`` lets every architecture that takes ``val``'s input compete (the
     benchmarks' "best single teacher").
     """
-    scores: dict[str, float] = {}
-    best: Teacher | None = None
     shape = (val.image_shape[0], val.image_shape[1])
-    for teacher_id in teachers.ids():
-        teacher = teachers.load(teacher_id)
-        spec = teacher.spec
-        fits = (
-            (spec.in_channels, spec.image_size) == shape
-            if learner is None
-            else spec.same_backbone(learner)
-        )
-        if not fits or not isinstance(teacher.model, Classifier):
-            continue
-        scores[teacher_id] = evaluate(
-            teacher.model,
-            val,
-            n_way=n_way,
-            k_shot=k_shot,
-            q_query=q_query,
-            n_tasks=n_tasks,
-            mode="proto",
-            seed=seed,
-            device=device,
-        ).mean
-        if best is None or scores[teacher_id] > scores[best.teacher_id]:
-            best = teacher  # kept, not loaded again
+
+    def fits(spec: ModelSpec) -> bool:
+        if learner is None:
+            return (spec.in_channels, spec.image_size) == shape
+        return spec.same_backbone(learner)
+
+    candidates = (teachers.load(i) for i in teachers.ids())
+    ranking = rank_by_nearest_centroid(
+        (t for t in candidates if fits(t.spec)),
+        val,
+        n_way=n_way,
+        k_shot=k_shot,
+        q_query=q_query,
+        n_tasks=n_tasks,
+        seed=seed,
+        device=device,
+    )
+    best, scores = ranking.best, ranking.scores
     kind = "" if learner is None else f"{learner.arch} "
     if best is None:
         return Candidate("Best owner", None, None, f"no {kind}owner model takes the input")

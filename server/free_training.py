@@ -37,6 +37,7 @@ from tqdm import tqdm
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
+from free_common.free.best_teacher import rank_by_nearest_centroid
 from free_common.free.cross_distillation import TeacherHeads, cross_distill_step
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
@@ -369,31 +370,24 @@ class FreeTrainer:
         """
         self._screen_new()
         cfg, ev = self.config.meta_learner, self.config.eval
-        scores: dict[str, float] = {}
-        for teacher_id in self._accepted():
-            teacher = self.cache.get(teacher_id)
-            if not isinstance(teacher.model, Classifier) or not teacher.spec.same_backbone(
-                self.spec
-            ):
-                continue
-            with torch.random.fork_rng(devices=[]):
-                scores[teacher_id] = evaluate(
-                    teacher.model,
-                    self.val_data,
-                    n_way=ev.n_way,
-                    k_shot=min(ev.shots),
-                    q_query=ev.q_query,
-                    n_tasks=cfg.init_val_tasks,
-                    mode="proto",
-                    seed=ev.seed + 1,
-                    device=self.device,
-                ).mean
-        if not scores:
+        candidates = (self.cache.get(i) for i in self._accepted())
+        ranking = rank_by_nearest_centroid(
+            (t for t in candidates if t.spec.same_backbone(self.spec)),
+            self.val_data,
+            n_way=ev.n_way,
+            k_shot=min(ev.shots),
+            q_query=ev.q_query,
+            n_tasks=cfg.init_val_tasks,
+            seed=ev.seed + 1,
+            device=self.device,
+        )
+        scores = ranking.scores
+        if ranking.best is None:
             logger.warning("init: no pool model has the learner's backbone; starting at random")
             self.state.init = {"teacher": None, "candidates": 0}
             return
-        best = max(scores, key=lambda k: scores[k])
-        weights = self.cache.get(best).model.state_dict()
+        best = ranking.best.teacher_id
+        weights = ranking.best.model.state_dict()
         backbone = {k: v for k, v in self.learner.state_dict().items() if k.startswith("backbone.")}
         self.learner.load_state_dict(
             {

@@ -11,6 +11,7 @@ import server.free_training as free_training
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import EvalResult
+from free_common.free.best_teacher import rank_by_nearest_centroid
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
 from server.checkpoint import load_checkpoint
@@ -182,3 +183,35 @@ def test_fresh_trainer_resumes_from_checkpoint(
         isinstance(m, torch.nn.BatchNorm2d) and m.track_running_stats
         for m in result.model.modules()
     )
+
+
+def test_the_best_teacher_start_takes_the_backbone_the_comparison_would_choose(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+) -> None:
+    """`meta_learner.init = "best_teacher"`: the learner starts from the backbone of the
+    owner that `rank_by_nearest_centroid` ranks first, and iteration 0 is validated."""
+    learner = replace(CFG.meta_learner, width=8, init="best_teacher", init_val_tasks=3)
+    config = replace(CFG, meta_learner=learner, iterations=1)
+    other = random_teacher("narrow", tiny_spec(3, width=4), seed=9)  # another backbone
+    trainer = _trainer([*teachers, other], val_split, None, tmp_path, config)
+    trainer._start_from_best_teacher()
+    ev = config.eval
+    ranking = rank_by_nearest_centroid(
+        teachers,
+        val_split,
+        n_way=ev.n_way,
+        k_shot=min(ev.shots),
+        q_query=ev.q_query,
+        n_tasks=3,
+        seed=ev.seed + 1,
+    )
+    assert ranking.best is not None
+    init = trainer.state.init
+    assert init is not None and init["teacher"] == ranking.best.teacher_id
+    assert init["candidates"] == len(teachers)  # the narrow owner cannot compete
+    start = trainer.learner.state_dict()
+    backbone = [k for k in start if k.startswith("backbone.")]  # batch statistics: no buffers
+    assert backbone
+    for name in backbone:
+        torch.testing.assert_close(start[name], ranking.best.model.state_dict()[name])
+    assert [h["iteration"] for h in trainer.state.history if h["kind"] == "val"] == [0]
