@@ -1,11 +1,12 @@
 """Copy benchmark tables from ``scripts/results/*.md`` into the documentation pages.
 
 A block ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->`` in any page is replaced by
-the contents of ``scripts/results/NAME.md``, so every figure a page quotes comes from a file a
-benchmark wrote, never from typing. The pages are the README and every other tracked
-Markdown file of the repository (:func:`pages`: ``scripts/README.md``, the study pages, the
-pages beside the code). ``--check`` exits 1 when any page is out of date (a unit test runs
-it).
+the contents of ``scripts/results/NAME.md`` (and ``<!-- inline:NAME -->`` ...
+``<!-- /inline:NAME -->`` within one line, such as a table cell, by a one-line file), so
+every figure a page quotes comes from a file a benchmark wrote, never from typing. The pages
+are the README and every other tracked Markdown file of the repository (:func:`pages`:
+``scripts/README.md``, the study pages, the pages beside the code). ``--check`` exits 1 when
+any page is out of date (a unit test runs it).
 
 Usage: ``python -m scripts.readme_tables [--check]``
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "scripts" / "results"
 BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.DOTALL)
+INLINE = re.compile(r"(<!-- inline:([\w.-]+) -->)([^\n]*?)(<!-- /inline:\2 -->)")
+"""A one-line block inside a line (a table cell): ``NAME.md`` must hold a single line."""
 _SKIP = {".git", ".venv", "node_modules", "runs", "__pycache__"}
 
 
@@ -36,7 +39,16 @@ def render(readme: str, results_dir: Path) -> str:
             raise ReadmeError(f"page block results:{match.group(2)} has no file {source}")
         return f"{match.group(1)}{source.read_text().rstrip()}\n{match.group(4)}"
 
-    return BLOCK.sub(fill, readme)
+    def fill_inline(match: re.Match[str]) -> str:
+        source = results_dir / f"{match.group(2)}.md"
+        if not source.is_file():
+            raise ReadmeError(f"page inline block {match.group(2)} has no file {source}")
+        text = source.read_text().strip()
+        if "\n" in text:
+            raise ReadmeError(f"{source} is quoted inline but holds more than one line")
+        return f"{match.group(1)}{text}{match.group(4)}"
+
+    return INLINE.sub(fill_inline, BLOCK.sub(fill, readme))
 
 
 def pages(root: Path = ROOT, results_dir: Path = RESULTS) -> list[Path]:
@@ -68,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for page in targets:
         current = page.read_text()
         updated = render(current, args.results)
-        blocks += len(BLOCK.findall(updated))
+        blocks += len(BLOCK.findall(updated)) + len(INLINE.findall(updated))
         if updated == current:
             continue
         if args.check:

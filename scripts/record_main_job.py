@@ -148,6 +148,34 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(runs: list[dict[str, Any]], agg: dict[str, Any]) -> str:
+    """One line for the README's headline table: per protocol, every method's mean over seeds.
+
+    Also names how many seeds chose each shipped method (the runs' meta-val verdicts).
+    """
+    shots = sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
+    parts = []
+    for protocol in ("proto", "tuned", "published"):
+        by_method = agg["table"].get(protocol)
+        if not by_method:
+            continue
+        cells = ", ".join(
+            f"{method} " + " / ".join(f"{by_shot[s]['mean']:.1f}" for s in shots if s in by_shot)
+            for method, by_shot in by_method.items()
+        )
+        parts.append(f"{PROTOCOL_NAMES[protocol]}: {cells}")
+    shipped: dict[str, int] = {}
+    for run in runs:
+        name = (run.get("verdict") or {}).get("shipped") or "FREE"
+        shipped[name] = shipped.get(name, 0) + 1
+    ships = ", ".join(f"{name} in {n} of {len(runs)}" for name, n in shipped.items())
+    return (
+        f"mean of {len(runs)} seed(s) ({', '.join(str(r['seed']) for r in runs)}), "
+        + "; ".join(parts)
+        + f"; the guard shipped {ships}"
+    )
+
+
 def margin_lines(margins: dict[str, dict[str, list[float]]]) -> list[str]:
     """One line per protocol: FREE minus the better baseline per seed, and the goal's verdict."""
     out = []
@@ -182,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": args.note}
     (args.out / "main_job.json").write_text(json.dumps(record, indent=2))
     (args.out / "main_job.md").write_text(text)
+    (args.out / "main_job_headline.md").write_text(headline(runs, agg) + "\n")
     print(text)
     return 0
 

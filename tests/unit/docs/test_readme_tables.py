@@ -17,6 +17,16 @@ def test_blocks_are_replaced_by_the_results_file(tmp_path: Path):
     assert out == f"intro\n<!-- results:speed -->\n{table}<!-- /results:speed -->\nend\n"
 
 
+def test_an_inline_block_fills_a_table_cell_from_a_one_line_file(tmp_path: Path):
+    (tmp_path / "head.md").write_text("FREE 75.1 / 89.7\n")
+    page = "| main job | <!-- inline:head -->old<!-- /inline:head --> | cmd |\n"
+    out = readme_tables.render(page, tmp_path)
+    assert out == "| main job | <!-- inline:head -->FREE 75.1 / 89.7<!-- /inline:head --> | cmd |\n"
+    (tmp_path / "head.md").write_text("two\nlines\n")
+    with pytest.raises(readme_tables.ReadmeError, match="more than one line"):
+        readme_tables.render(page, tmp_path)
+
+
 def test_a_block_without_a_results_file_is_an_error(tmp_path: Path):
     with pytest.raises(readme_tables.ReadmeError, match="results:missing"):
         readme_tables.render("<!-- results:missing -->\nx\n<!-- /results:missing -->\n", tmp_path)

@@ -58,6 +58,11 @@ def test_seeds_are_aggregated_with_spread_worst_seed_and_the_goal_per_seed(tmp_p
     assert record["margins"]["tuned"]["1"] == [7.0, 3.0, 0.5]  # over the better baseline
     text = (results / "main_job.md").read_text()
     assert "1-shot +7.00, +3.00, +0.50 (goal +1.42 in every seed: NOT met)" in text
+    line = (results / "main_job_headline.md").read_text()
+    assert line.count("\n") == 1  # one line: it fills the README's headline cell
+    assert line.startswith("mean of 3 seed(s) (0, 1, 2), prototypes (device): FREE 69.3 / 79.3")
+    assert "tuned: FREE 69.3 / 79.3, Random 60.3 / 70.3" in line
+    assert line.rstrip().endswith("the guard shipped FREE in 3 of 3")
     assert "5-shot" in text and "meta-val: FREE is best (seed 2)" in text
     assert "| tuned | FREE | 69.33 ± 3.06 (66.00) [1.00] |" in text
     assert "FREE `xkd-cpu` preset" in text
