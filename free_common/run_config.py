@@ -55,7 +55,12 @@ KEYS: Mapping[str, Key] = MappingProxyType(
                 DEFAULT_PRESET,
                 "FREE preset: xkd-cpu (default), xkd, paper, paper-cpu or test",
             ),
-            Key("seed", 0, "run seed: owner assignment, local training, FREE (unless free.seed)"),
+            Key(
+                "seed",
+                0,
+                "run seed: owner assignment and local training (FREE and the Random baseline "
+                "draw from free.seed, the preset's 42)",
+            ),
             Key("server.threads", 0, "torch intra-op threads of the ServerApp (0 = one per core)"),
             Key("model.width", 32, "width of a simulated Conv4 owner's model"),
             Key("model.resnet-width", 16, "base width of a simulated ResNet-10/18 owner's model"),
@@ -144,6 +149,7 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.screening.min-confidence", -1.0, _PRESET_PLACEHOLDER),
             Key("free.screening.min-accuracy", -1.0, _PRESET_PLACEHOLDER),
             Key("free.inversion.inner-steps", -1, _PRESET_PLACEHOLDER),
+            Key("free.inversion.bn-weight", -1.0, _PRESET_PLACEHOLDER),
             Key("free.replay.max-meta-batches", -1, _PRESET_PLACEHOLDER),
         )
     }

@@ -150,12 +150,18 @@ def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overri
     assert (learner.inner_optimizer, learner.inner_lr, learner.reptile_scale) == ("sgd", 0.5, 2.0)
 
 
-def test_the_best_teacher_start_and_the_outer_rate_are_run_config_keys() -> None:
+def test_the_best_teacher_start_the_outer_rate_and_the_bn_prior_are_run_config_keys() -> None:
     """The start from the best owner's backbone is reachable from `flwr run --run-config`."""
     rc = pyproject_run_config()
     rc.update({"free.meta-learner.init": "best_teacher", "free.meta-learner.outer-lr": 1e-4})
-    learner = free_config_from_run_config(rc).meta_learner
-    assert (learner.init, learner.outer_lr) == ("best_teacher", 1e-4)
+    rc["free.inversion.bn-weight"] = 0.5  # the DeepInversion prior on the teachers' BN statistics
+    config = free_config_from_run_config(rc)
+    learner = config.meta_learner
+    assert (learner.init, learner.outer_lr, config.inversion.bn_weight) == (
+        "best_teacher",
+        1e-4,
+        0.5,
+    )
     rc["free.meta-learner.init"] = "owner"
     with pytest.raises(RunConfigError, match="meta_learner.init must be"):
         free_config_from_run_config(rc)
