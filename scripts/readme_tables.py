@@ -30,22 +30,27 @@ class ReadmeError(ValueError):
     """A page's block names a results file that does not exist."""
 
 
+def _results_text(results_dir: Path, name: str, kind: str) -> str:
+    """The contents of ``NAME.md``; a page block naming no such file is an error."""
+    source = results_dir / f"{name}.md"
+    if not source.is_file():
+        raise ReadmeError(f"page {kind}{name} has no file {source}")
+    return source.read_text()
+
+
 def render(readme: str, results_dir: Path) -> str:
     """The page with every results block replaced by its file's current contents."""
 
     def fill(match: re.Match[str]) -> str:
-        source = results_dir / f"{match.group(2)}.md"
-        if not source.is_file():
-            raise ReadmeError(f"page block results:{match.group(2)} has no file {source}")
-        return f"{match.group(1)}{source.read_text().rstrip()}\n{match.group(4)}"
+        text = _results_text(results_dir, match.group(2), "block results:")
+        return f"{match.group(1)}{text.rstrip()}\n{match.group(4)}"
 
     def fill_inline(match: re.Match[str]) -> str:
-        source = results_dir / f"{match.group(2)}.md"
-        if not source.is_file():
-            raise ReadmeError(f"page inline block {match.group(2)} has no file {source}")
-        text = source.read_text().strip()
+        text = _results_text(results_dir, match.group(2), "inline block ").strip()
         if "\n" in text:
-            raise ReadmeError(f"{source} is quoted inline but holds more than one line")
+            raise ReadmeError(
+                f"{results_dir / match.group(2)}.md is quoted inline but holds more than one line"
+            )
         return f"{match.group(1)}{text}{match.group(4)}"
 
     return INLINE.sub(fill_inline, BLOCK.sub(fill, readme))

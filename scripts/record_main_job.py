@@ -106,6 +106,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"table": table, "margins": margins}
 
 
+def _shots(agg: dict[str, Any]) -> list[str]:
+    """Every shot of the aggregated table, in increasing order (``"1"``, ``"5"``)."""
+    return sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
+
+
 def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     """The README block for ``runs`` (one per seed)."""
     first = runs[0]
@@ -127,7 +132,7 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
             f"| {r['seed']} | {r['flwr_run_s']} s ({r['flwr_run_s'] / 60:.1f} min, {within} "
             f"{BUDGET_S // 60} min) | {r['best_iteration']} | {line} |"
         )
-    shots = sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
+    shots = _shots(agg)
     lines += [
         "",
         "Mean over seeds ± across-seed sd (worst seed) [mean per-task 95% CI]:",
@@ -153,7 +158,7 @@ def headline(runs: list[dict[str, Any]], agg: dict[str, Any]) -> str:
 
     Also names how many seeds chose each shipped method (the runs' meta-val verdicts).
     """
-    shots = sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
+    shots = _shots(agg)
     parts = []
     for protocol in ("proto", "tuned", "published"):
         by_method = agg["table"].get(protocol)
