@@ -32,16 +32,19 @@ import torch
 from tqdm import tqdm
 
 from free_common.config import FreeConfig, InversionConfig
+from free_common.free.fidelity import FidelitySettings, recovery_fidelity
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
 from free_common.free.scratch_inversion import invert_from_scratch
 from free_common.free.teachers import Teacher
 from free_common.runtime import host_record
 from scripts.bench.teacher_pool import (
     DEFAULT_CACHE,
+    PoolMember,
     PoolSettings,
     build_pool,
     data_fingerprint,
     load_split,
+    member_images,
     teachers_of,
 )
 from server.plots import save_bars, save_curves, save_image_grid
@@ -71,6 +74,7 @@ class RecoveryPreset:
         curve_free_k: k values of FREE's quality-vs-steps curve.
         curve_scratch_steps: step budgets of scratch's quality-vs-steps curve.
         curve_teachers: teachers (in-pool and held-out, half each) for the curves.
+        fidelity: how the fidelity student is distilled (:mod:`free_common.free.fidelity`).
     """
 
     dataset: str
@@ -85,6 +89,7 @@ class RecoveryPreset:
     curve_free_k: tuple[int, ...]
     curve_scratch_steps: tuple[int, ...]
     curve_teachers: int
+    fidelity: FidelitySettings = FidelitySettings()
 
 
 _CPU_INVERSION = FreeConfig.preset("paper-cpu").inversion
@@ -105,6 +110,7 @@ PRESETS: dict[str, RecoveryPreset] = {
         curve_free_k=(1, 3),
         curve_scratch_steps=(3, 9),
         curve_teachers=2,
+        fidelity=FidelitySettings(steps=5, batch_size=16),
     ),
     "quick": RecoveryPreset(
         dataset="glyphs",
@@ -155,6 +161,45 @@ class TeacherRow:
     scratch_reached: bool
     budget_seconds: float
     budget_quality: float
+    free_fidelity: float
+    scratch_fidelity: float
+    budget_fidelity: float
+    real_fidelity: float
+    teacher_holdout: float
+
+
+@dataclass(frozen=True)
+class RealImages:
+    """A teacher's own real images, for fidelity (never shown to the inverters).
+
+    Attributes:
+        few: ``m`` real training images per class, float in [0, 1], (C*m, 1, S, S): the
+            reference a student distilled on as many real images reaches.
+        held: its held-out images (the part it chose its epoch on), (M, 1, S, S).
+        held_labels: (M,) int64 output indices of ``held``.
+        teacher_holdout: the teacher's own accuracy on ``held`` (the ceiling).
+    """
+
+    few: torch.Tensor
+    held: torch.Tensor
+    held_labels: torch.Tensor
+    teacher_holdout: float
+
+
+def real_images(
+    data: Any, pool: PoolSettings, member: PoolMember, index: int, per_class: int
+) -> RealImages:
+    """``member``'s real images: ``per_class`` training images per class and its held-out."""
+    train_x, train_y = member_images(data, pool, index, member.classes, "train")
+    held_x, held_y = member_images(data, pool, index, member.classes, "held")
+    few = torch.cat([train_x[train_y == c][:per_class] for c in range(len(member.classes))])
+    return RealImages(few, held_x, held_y, member.holdout_accuracy)
+
+
+def _fidelity(
+    teacher: Teacher, images: torch.Tensor, real: RealImages, preset: RecoveryPreset, seed: int
+) -> float:
+    return recovery_fidelity(teacher, images, real.held, real.held_labels, preset.fidelity, seed)
 
 
 def _teacher_rng(seed: int, index: int, salt: int) -> torch.Generator:
@@ -199,6 +244,7 @@ def measure_teacher(
     trained: MetaGeneratorInverter,
     untrained: MetaGeneratorInverter,
     teacher: Teacher,
+    real: RealImages,
     *,
     held_out: bool,
     index: int,
@@ -207,8 +253,9 @@ def measure_teacher(
 ) -> tuple[TeacherRow, Recovered, Recovered]:
     """Recovery with ``trained`` (its own k), then scratch until FREE's quality.
 
-    ``untrained`` is a meta-generator with the same k that was never meta-trained.
-    Returns the row and both recovered tasks.
+    ``untrained`` is a meta-generator with the same k that was never meta-trained. Every
+    recovered set, and ``real.few`` as the reference, is scored by its fidelity on
+    ``real``'s held-out images. Returns the row and both recovered tasks.
     """
     free, free_seconds = free_recover(trained, teacher, _teacher_rng(seed, index, 1))
     untrained_task, _ = free_recover(untrained, teacher, _teacher_rng(seed, index, 1))
@@ -243,27 +290,53 @@ def measure_teacher(
         scratch_reached=scratch.reached,
         budget_seconds=budget.seconds,
         budget_quality=budget.recovered.accuracy,
+        free_fidelity=_fidelity(teacher, free.images, real, preset, seed),
+        scratch_fidelity=_fidelity(teacher, scratch.recovered.images, real, preset, seed),
+        budget_fidelity=_fidelity(teacher, budget.recovered.images, real, preset, seed),
+        real_fidelity=_fidelity(teacher, real.few, real, preset, seed),
+        teacher_holdout=real.teacher_holdout,
     )
     logger.info(
-        "%s%s: FREE %.3f s q=%.3f | scratch %.3f s, %d steps, q=%.3f%s",
+        "%s%s: FREE %.3f s q=%.3f f=%.3f | scratch %.3f s, %d steps, q=%.3f f=%.3f%s | real f=%.3f",
         teacher.teacher_id,
         " (held-out)" if held_out else "",
         free_seconds,
         free.accuracy,
+        row.free_fidelity,
         scratch.seconds,
         scratch.steps,
         scratch.recovered.accuracy,
+        row.scratch_fidelity,
         "" if scratch.reached else " (target not reached)",
+        row.real_fidelity,
     )
     return row, free, scratch.recovered
 
 
-def _curve(rows: Sequence[tuple[int, list[Recovered], list[float]]]) -> dict[str, list[float]]:
+def _curve(
+    rows: Sequence[tuple[int, list[Recovered], list[float]]],
+    teachers: Sequence[tuple[Teacher, RealImages]],
+    preset: RecoveryPreset,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Means over ``teachers`` per step budget: quality, confidence, seconds and fidelity."""
+    fidelity = [
+        float(
+            np.mean(
+                [
+                    _fidelity(t, r.images, real, preset, seed)
+                    for (t, real), r in zip(teachers, tasks, strict=True)
+                ]
+            )
+        )
+        for _, tasks, _ in rows
+    ]
     return {
         "steps": [float(k) for k, _, _ in rows],
         "quality": [float(np.mean([r.accuracy for r in tasks])) for _, tasks, _ in rows],
         "confidence": [float(np.mean([r.confidence for r in tasks])) for _, tasks, _ in rows],
         "seconds": [float(np.mean(seconds)) for _, _, seconds in rows],
+        "fidelity": fidelity,
     }
 
 
@@ -275,29 +348,69 @@ def with_steps(trained: MetaGeneratorInverter, k: int) -> MetaGeneratorInverter:
 
 
 def free_curve(
-    trained: MetaGeneratorInverter, teachers: Sequence[Teacher], preset: RecoveryPreset, seed: int
+    trained: MetaGeneratorInverter,
+    teachers: Sequence[tuple[Teacher, RealImages]],
+    preset: RecoveryPreset,
+    seed: int,
 ) -> dict[str, list[float]]:
-    """Mean quality, confidence and seconds of the trained meta-generator for each k."""
+    """Mean quality, confidence, seconds and fidelity of the meta-generator for each k.
+
+    The k values are the preset's curve and the generator's own k.
+    """
     rows = []
-    for k in tqdm(preset.curve_free_k, desc="FREE curve"):
+    for k in tqdm(sorted({*preset.curve_free_k, trained.config.inner_steps}), desc="FREE curve"):
         inverter = with_steps(trained, k)
-        runs = [free_recover(inverter, t, _teacher_rng(seed, i, 3)) for i, t in enumerate(teachers)]
+        runs = [
+            free_recover(inverter, t, _teacher_rng(seed, i, 3)) for i, (t, _) in enumerate(teachers)
+        ]
         rows.append((k, [r for r, _ in runs], [sec for _, sec in runs]))
-    return _curve(rows)
+    return _curve(rows, teachers, preset, seed)
 
 
 def scratch_curve(
-    teachers: Sequence[Teacher], preset: RecoveryPreset, seed: int
+    teachers: Sequence[tuple[Teacher, RealImages]], preset: RecoveryPreset, seed: int
 ) -> dict[str, list[float]]:
-    """Mean quality, confidence and seconds of from-scratch inversion per step budget."""
+    """Mean quality, confidence, seconds and fidelity of scratch inversion per step budget."""
     rows = []
     for steps in tqdm(preset.curve_scratch_steps, desc="scratch curve"):
         runs = [
             invert_from_scratch(t, preset.inversion, _teacher_rng(seed, i, 4), steps=steps)
-            for i, t in enumerate(teachers)
+            for i, (t, _) in enumerate(teachers)
         ]
         rows.append((steps, [r.recovered for r in runs], [r.seconds for r in runs]))
-    return _curve(rows)
+    return _curve(rows, teachers, preset, seed)
+
+
+def matched_fidelity(
+    free: dict[str, list[float]], scratch: dict[str, list[float]], k: int
+) -> dict[str, Any]:
+    """Scratch's cheapest budget on its curve whose mean fidelity reaches FREE's at ``k``.
+
+    Returns FREE's fidelity and seconds at ``k`` and, when some scratch budget reaches it,
+    that budget's steps, seconds, fidelity and the speed-up (scratch s / FREE s); else
+    ``reached`` is False and the speed-up is a lower bound from the largest budget.
+    """
+    at = free["steps"].index(float(k))
+    target, free_s = free["fidelity"][at], free["seconds"][at]
+    out: dict[str, Any] = {"k": k, "free_fidelity": target, "free_seconds": free_s}
+    for steps, fid, sec in zip(
+        scratch["steps"], scratch["fidelity"], scratch["seconds"], strict=True
+    ):
+        if fid >= target:
+            return out | {
+                "reached": True,
+                "scratch_steps": steps,
+                "scratch_seconds": sec,
+                "scratch_fidelity": fid,
+                "speedup": sec / free_s,
+            }
+    return out | {
+        "reached": False,
+        "scratch_steps": scratch["steps"][-1],
+        "scratch_seconds": scratch["seconds"][-1],
+        "scratch_fidelity": scratch["fidelity"][-1],
+        "speedup": scratch["seconds"][-1] / free_s,
+    }
 
 
 def smallest_k(curve: dict[str, list[float]], default: int) -> int:
@@ -311,7 +424,7 @@ def smallest_k(curve: dict[str, list[float]], default: int) -> int:
 def measure_all(
     trained: MetaGeneratorInverter,
     untrained: MetaGeneratorInverter,
-    measured: Sequence[tuple[Teacher, bool]],
+    measured: Sequence[tuple[Teacher, RealImages, bool]],
     preset: RecoveryPreset,
     seed: int,
 ) -> tuple[list[TeacherRow], list[tuple[str, torch.Tensor]]]:
@@ -320,9 +433,16 @@ def measure_all(
     grid: list[tuple[str, torch.Tensor]] = []
     per = preset.inversion.images_per_class
     k = trained.config.inner_steps
-    for index, (teacher, is_held) in enumerate(tqdm(measured, desc=f"recovery k={k}")):
+    for index, (teacher, real, is_held) in enumerate(tqdm(measured, desc=f"recovery k={k}")):
         row, free, scratch = measure_teacher(
-            trained, untrained, teacher, held_out=is_held, index=index, preset=preset, seed=seed
+            trained,
+            untrained,
+            teacher,
+            real,
+            held_out=is_held,
+            index=index,
+            preset=preset,
+            seed=seed,
         )
         rows.append(row)
         if len(grid) < 16:
@@ -355,6 +475,11 @@ def summarise(rows: Sequence[TeacherRow]) -> dict[str, Any]:
         "untrained_generator_quality": float(np.mean([r.untrained_quality for r in rows])),
         "free_min_quality": float(np.min([r.free_quality for r in rows])),
         "scratch_reached_fraction": float(np.mean([r.scratch_reached for r in rows])),
+        "free_fidelity": float(np.mean([r.free_fidelity for r in rows])),
+        "scratch_fidelity": float(np.mean([r.scratch_fidelity for r in rows])),
+        "published_budget_fidelity": float(np.mean([r.budget_fidelity for r in rows])),
+        "real_fidelity": float(np.mean([r.real_fidelity for r in rows])),
+        "teacher_holdout": float(np.mean([r.teacher_holdout for r in rows])),
     }
 
 
@@ -411,7 +536,82 @@ def markdown(report: dict[str, Any]) -> str:
         f"(scratch {inv['scratch_steps']} steps vs FREE {inv['inner_steps']}) differ by "
         f"{report['published_budget_steps_ratio']:.0f}x in steps.",
     ]
+    if "fidelity" in report:
+        lines += fidelity_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_rows(summary: dict[str, Any], k: int) -> list[str]:
+    lines = []
+    for name in ("all", "in_pool", "held_out"):
+        s = summary.get(name)
+        if not s:
+            continue
+        lines.append(
+            f"| {name.replace('_', '-')} | {s['teachers']} | {k} | {s['free_fidelity']:.3f} "
+            f"| {s['scratch_fidelity']:.3f} | {s['published_budget_fidelity']:.3f} "
+            f"| {s['real_fidelity']:.3f} | {s['teacher_holdout']:.3f} |"
+        )
+    return lines
+
+
+def _matched_fidelity_line(matched: dict[str, Any], teachers: int) -> str:
+    head = (
+        f"On the {teachers} curve teachers FREE at k = {matched['k']} reaches fidelity "
+        f"{matched['free_fidelity']:.3f} in {matched['free_seconds']:.3f} s per task; "
+    )
+    if matched["reached"]:
+        return head + (
+            f"scratch first reaches it at {matched['scratch_steps']:.0f} steps "
+            f"({matched['scratch_seconds']:.3f} s, fidelity {matched['scratch_fidelity']:.3f}): "
+            f"**{matched['speedup']:.1f}x** at matched fidelity."
+        )
+    return head + (
+        f"scratch does not reach it within {matched['scratch_steps']:.0f} steps "
+        f"({matched['scratch_seconds']:.3f} s, fidelity {matched['scratch_fidelity']:.3f}): "
+        f"more than **{matched['speedup']:.1f}x** at matched fidelity."
+    )
+
+
+def fidelity_markdown(report: dict[str, Any]) -> list[str]:
+    """The fidelity table and the matched-fidelity line of ``report``."""
+    fid = report["fidelity"]
+    inv = report["inversion"]
+    chance = 1 / report["pool"]["classes_per_teacher"]
+    return [
+        "",
+        f"Fidelity = accuracy on the teacher's real held-out images of a fresh student with "
+        f"the teacher's architecture distilled only on the recovered images "
+        f"({fid['settings']['steps']} Adam steps, temperature "
+        f"{fid['settings']['temperature']:g}, random crops); chance {chance:.2f}. 'Scratch' is "
+        f"the matched-quality run above, '{inv['scratch_steps']} steps' the published budget, "
+        "'real' a student "
+        "distilled on as many real training images of the teacher's classes, 'teacher' the "
+        "teacher's own held-out accuracy.",
+        "",
+        f"| teachers | n | FREE k | FREE | scratch | {inv['scratch_steps']} steps "
+        "| real | teacher |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *_fidelity_rows(report["summary"], report["inversion"]["inner_steps"]),
+        "",
+        _matched_fidelity_line(fid["matched"], fid["curve_teachers"]),
+    ]
+
+
+def headline(report: dict[str, Any]) -> str:
+    """One line for the pages' goal rows (quoted inline, generated with the report)."""
+    overall = report["summary"]["all"]
+    matched = report["fidelity"]["matched"]
+    bound = "" if matched["reached"] else "more than "
+    return (
+        f"{report['speedup']:.1f}x at matched quality ({overall['teachers']} {report['dataset']} "
+        "teachers, "
+        f"quality ≥ {report['quality_bar']} for both); {bound}{matched['speedup']:.1f}x at "
+        f"matched fidelity ({report['fidelity']['curve_teachers']} curve teachers, FREE "
+        f"{matched['free_fidelity']:.2f}); {overall['published_budget_speedup']:.1f}x timed "
+        f"the paper's way ({report['inversion']['scratch_steps']} scratch steps against "
+        f"FREE's {report['inversion']['inner_steps']})"
+    )
 
 
 def _summaries(rows: Sequence[TeacherRow]) -> dict[str, Any]:
@@ -430,10 +630,12 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
     train = load_split(preset.dataset, "train")
     members = build_pool(train, preset.pool, cache_dir=cache_dir)
     teachers = teachers_of(members)
+    per = preset.inversion.images_per_class
+    reals = [real_images(train, preset.pool, m, i, per) for i, m in enumerate(members)]
     need = preset.meta_teachers + preset.eval_held_out
     if len(teachers) < need or preset.eval_in_pool > preset.meta_teachers:
         raise ValueError(f"preset {preset_name}: pool of {len(teachers)} is too small")
-    pool, held = teachers[: preset.meta_teachers], teachers[preset.meta_teachers : need]
+    pool = teachers[: preset.meta_teachers]
 
     torch.manual_seed(seed)
     untrained = MetaGeneratorInverter(preset.inversion, device)
@@ -442,11 +644,15 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
     free_recover(trained, pool[0], _teacher_rng(seed, 0, 0))  # warm-up, untimed
 
     half = max(preset.curve_teachers // 2, 1)
-    curve_teachers = pool[:half] + held[: preset.curve_teachers - half]
+    n_pool = preset.meta_teachers
+    curve_rows = list(range(half)) + list(range(n_pool, n_pool + preset.curve_teachers - half))
+    curve_teachers = [(teachers[i], reals[i]) for i in curve_rows]
     curves = {"FREE (meta-generator)": free_curve(trained, curve_teachers, preset, seed)}
     k_min = smallest_k(curves["FREE (meta-generator)"], preset.inversion.inner_steps)
 
-    measured = [(t, False) for t in pool[: preset.eval_in_pool]] + [(t, True) for t in held]
+    measured = [(teachers[i], reals[i], False) for i in range(preset.eval_in_pool)] + [
+        (teachers[i], reals[i], True) for i in range(n_pool, need)
+    ]
     rows, grid = measure_all(trained, untrained, measured, preset, seed)
     summary = _summaries(rows)
     fast: dict[str, Any] = {"k": k_min}
@@ -456,6 +662,12 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         )
         fast.update(summary=_summaries(fast_rows), per_teacher=[asdict(r) for r in fast_rows])
     curves["from scratch"] = scratch_curve(curve_teachers, preset, seed)
+    k = preset.inversion.inner_steps
+    fidelity = {
+        "settings": asdict(preset.fidelity),
+        "curve_teachers": len(curve_teachers),
+        "matched": matched_fidelity(curves["FREE (meta-generator)"], curves["from scratch"], k),
+    }
     overall = summary["all"]
     report: dict[str, Any] = {
         "benchmark": "recovery_speed",
@@ -478,6 +690,7 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
         "published_budget_speedup": overall["published_budget_speedup"],
         "meta_training": meta,
         "curves": curves,
+        "fidelity": fidelity,
         "inversion": asdict(preset.inversion),
         "pool": {**asdict(preset.pool), "meta_teachers": preset.meta_teachers},
         **host_record(device),
@@ -486,6 +699,7 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "recovery_speed.json").write_text(json.dumps(report, indent=2))
     (out_dir / "recovery_speed.md").write_text(markdown(report))
+    (out_dir / "recovery_headline.md").write_text(headline(report) + "\n")
     _plots(report, grid, out_dir)
     return report
 
@@ -508,6 +722,14 @@ def _plots(report: dict[str, Any], grid: list[tuple[str, torch.Tensor]], out_dir
         ylabel="teacher accuracy on recovered images",
         title="Recovery quality against wall time (mean over teachers)",
         hline=QUALITY_BAR,
+        logx=True,
+    )
+    save_curves(
+        {n: (c["seconds"], c["fidelity"]) for n, c in curves.items()},
+        out_dir / "recovery_fidelity_vs_time.png",
+        xlabel="wall time per task (s)",
+        ylabel="student accuracy on the teacher's real held-out images",
+        title="Recovery fidelity against wall time (mean over curve teachers)",
         logx=True,
     )
     s = report["summary"]["all"]

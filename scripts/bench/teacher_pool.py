@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from client.local_training import train_local_classifier
+from client.local_training import stratified_split, train_local_classifier
 from free_common.data.base import ClassImages, check_split_name
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.models import ModelSpec
@@ -44,6 +44,8 @@ __all__ = [
     "data_fingerprint",
     "load_split",
     "main",
+    "member_images",
+    "member_seed",
     "synthetic_split",
     "teachers_of",
 ]
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 DATASETS: tuple[str, ...] = ("glyphs", "synthetic")
 DEFAULT_CACHE = Path(os.environ.get("FREEFED_POOL_CACHE", "~/.cache/freefed/pools")).expanduser()
 _SYNTHETIC_CLASSES = {"train": 40, "val": 12, "test": 12}
+HOLDOUT = 0.2
+"""Share of each class a member holds out to choose its epoch (``train_local_classifier``'s)."""
 
 
 class PoolError(ValueError):
@@ -222,6 +226,39 @@ def _draw_classes(num_classes: int, settings: PoolSettings) -> list[tuple[int, .
     ]
 
 
+def member_seed(settings: PoolSettings, index: int) -> int:
+    """The training seed of member ``index`` (its split, initial weights and shuffling)."""
+    return settings.seed * 100_003 + index
+
+
+def member_images(
+    data: ClassImages, settings: PoolSettings, index: int, classes: Sequence[int], part: str
+) -> tuple[Tensor, Tensor]:
+    """The real images member ``index`` trained on (``"train"``) or held out (``"held"``).
+
+    The held-out part is the one the member chose its epoch on, never a training image.
+
+    Args:
+        data: the split the pool was trained on.
+        settings: the pool's settings.
+        index: the member's index in the pool.
+        classes: its classes (``PoolMember.classes``).
+        part: ``"train"`` or ``"held"``.
+
+    Returns:
+        Float images in [0, 1], (M, C, H, W), and (M,) int64 labels 0..len(classes)-1.
+    """
+    if part not in ("train", "held"):
+        raise PoolError(f"part must be 'train' or 'held', got {part!r}")
+    own = data.subset(tuple(classes))
+    train, held = stratified_split(
+        own.labels, own.num_classes, HOLDOUT, member_seed(settings, index)
+    )
+    rows = train if part == "train" else held
+    images = torch.from_numpy(own.images[rows]).float().div(255.0)
+    return images, torch.from_numpy(own.labels[rows]).long()
+
+
 def _train_member(
     data: ClassImages, settings: PoolSettings, index: int, classes: tuple[int, ...]
 ) -> PoolMember:
@@ -231,7 +268,8 @@ def _train_member(
         data.subset(classes),
         spec,
         epochs=settings.epochs,
-        seed=settings.seed * 100_003 + index,
+        holdout=HOLDOUT,
+        seed=member_seed(settings, index),
         device="cpu",
     )
     return PoolMember(

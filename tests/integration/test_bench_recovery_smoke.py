@@ -29,6 +29,19 @@ def test_recovery_smoke_writes_report(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert {r["held_out"] for r in report["per_teacher"]} == {False, True}
     assert all(r["free_steps"] == report["inversion"]["inner_steps"] for r in report["per_teacher"])
-    for name in ("recovery_speed.md", "recovery_quality_vs_steps.png", "recovery_images.png"):
+    for key in ("free_fidelity", "scratch_fidelity", "budget_fidelity", "real_fidelity"):
+        assert all(0.0 <= r[key] <= 1.0 for r in rows)
+    fidelity = report["fidelity"]
+    assert fidelity["matched"]["k"] == report["inversion"]["inner_steps"]
+    curves = report["curves"]
+    assert all(len(c["fidelity"]) == len(c["steps"]) for c in curves.values())
+    assert "Fidelity" in (out / "recovery_speed.md").read_text()
+    assert "matched fidelity" in (out / "recovery_headline.md").read_text()
+    for name in (
+        "recovery_speed.md",
+        "recovery_quality_vs_steps.png",
+        "recovery_fidelity_vs_time.png",
+        "recovery_images.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert "recovery speed-up" in capsys.readouterr().out

@@ -17,7 +17,25 @@ from scripts.bench.recovery import TeacherRow, summarise
 
 def _row(free_s: float, scratch_s: float, held: bool, budget_s: float = 8.0) -> TeacherRow:
     return TeacherRow(
-        "t", held, free_s, 5, 0.95, 0.9, 0.4, scratch_s, 100, 0.96, 0.8, True, budget_s, 0.99
+        "t",
+        held,
+        free_s,
+        5,
+        0.95,
+        0.9,
+        0.4,
+        scratch_s,
+        100,
+        0.96,
+        0.8,
+        True,
+        budget_s,
+        0.99,
+        free_fidelity=0.7,
+        scratch_fidelity=0.6,
+        budget_fidelity=0.65,
+        real_fidelity=0.9,
+        teacher_holdout=0.95,
     )
 
 
@@ -53,10 +71,34 @@ def test_recovery_markdown_lists_every_group() -> None:
         "meta_training": {"iterations": 3, "seconds": 1.0, "seconds_per_iteration": 0.33},
         "quality_bar": 0.9,
         "meets_quality_bar": True,
+        "speedup": 30.0,
+        "pool": {"classes_per_teacher": 5},
+        "fidelity": {
+            "settings": {"steps": 200, "temperature": 4.0},
+            "curve_teachers": 2,
+            "matched": {
+                "k": 5,
+                "free_fidelity": 0.7,
+                "free_seconds": 0.2,
+                "reached": True,
+                "scratch_steps": 40.0,
+                "scratch_seconds": 1.0,
+                "scratch_fidelity": 0.72,
+                "speedup": 5.0,
+            },
+        },
     }
     text = bench_recovery.markdown(report)
     assert "| held-out | 1 | 5 |" in text and "**25.0x**" in text
     assert "fixed budget of 200 steps" in text and "53.3x FREE's time at k = 5" in text
+    assert "| all | 2 | 5 | 0.700 | 0.600 | 0.650 | 0.900 | 0.950 |" in text
+    assert "chance 0.20" in text and "at 40 steps" in text and "**5.0x** at matched" in text
+    line = bench_recovery.headline(report)
+    assert line.startswith("30.0x at matched quality (2 synthetic teachers")
+    assert "5.0x at matched fidelity" in line and "more than" not in line
+    report["fidelity"]["matched"]["reached"] = False
+    assert "more than **5.0x**" in bench_recovery.markdown(report)
+    assert "more than 5.0x at matched fidelity" in bench_recovery.headline(report)
 
 
 def test_accuracy_aggregate_pools_seeds_and_checks_goal() -> None:

@@ -14,6 +14,7 @@ from scripts.bench.teacher_pool import (
     PoolError,
     PoolSettings,
     build_pool,
+    member_images,
     synthetic_split,
     teachers_of,
 )
@@ -92,3 +93,26 @@ def test_pools_without_a_vocabulary_keep_their_cache_file() -> None:
     path = teacher_pool.cache_path(_data(), TINY, Path("/cache"))
     assert path.name == "pool-a751069d201adb6a6961.pt"  # the name before `vocabulary` existed
     assert teacher_pool.cache_path(_data(), replace(TINY, vocabulary=6), Path("/c")) != path
+
+
+def test_member_images_are_the_split_each_member_trained_and_chose_its_epoch_on(
+    tmp_path: Path,
+) -> None:
+    data = _data()
+    members = build_pool(data, TINY, cache_dir=tmp_path, progress=False)
+    for index, member in enumerate(members):
+        train_x, train_y = member_images(data, TINY, index, member.classes, "train")
+        held_x, held_y = member_images(data, TINY, index, member.classes, "held")
+        own = data.subset(member.classes)
+        assert train_x.shape[0] + held_x.shape[0] == own.images.shape[0]
+        assert set(held_y.tolist()) == set(range(5)) and set(train_y.tolist()) == set(range(5))
+        assert float(held_x.min()) >= 0.0 and float(held_x.max()) <= 1.0
+        # no held-out image is a training image
+        flat_train = {tuple(x.flatten().tolist()) for x in train_x}
+        assert not any(tuple(x.flatten().tolist()) in flat_train for x in held_x)
+        # the member's recorded hold-out accuracy is measured on exactly these images
+        with torch.no_grad():
+            predicted = member.teacher().model(held_x).argmax(dim=1)
+        assert float((predicted == held_y).float().mean()) == pytest.approx(member.holdout_accuracy)
+    with pytest.raises(PoolError, match="part"):
+        member_images(data, TINY, 0, members[0].classes, "test")
