@@ -61,7 +61,17 @@ from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split, tea
 from server.baselines import free_trainer
 from server.comparison import average_candidate, best_owner_candidate, random_candidate
 
-__all__ = ["METHODS", "PRESETS", "SETTINGS", "WinsPreset", "main", "report", "run_unit"]
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "SETTINGS",
+    "WinsPreset",
+    "free_config",
+    "main",
+    "pool_teachers",
+    "report",
+    "run_unit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +188,7 @@ def _unit_path(root: Path, pool: str, method: str, seed: int, setting: str) -> P
     return root / pool / f"{method}-s{seed}" / f"{setting}.json"
 
 
-def _pool_teachers(preset: WinsPreset, pool: str, cache_dir: Path) -> InMemoryTeachers:
+def pool_teachers(preset: WinsPreset, pool: str, cache_dir: Path) -> InMemoryTeachers:
     spec = learner_spec(free_config(preset, "free", 0).meta_learner)
     settings = PoolSettings(
         archs=POOLS[pool],
@@ -283,7 +293,7 @@ def run_unit(
         cache[("val", preset.dataset)] = load_split(preset.dataset, "val")
     val = cache[("val", preset.dataset)]
     if ("pool", pool) not in cache:
-        cache[("pool", pool)] = _pool_teachers(preset, pool, cache_dir)
+        cache[("pool", pool)] = pool_teachers(preset, pool, cache_dir)
     if ("model", pool, method, seed) not in cache:
         cache[("model", pool, method, seed)] = _model(
             cache_dir, preset_name, preset, pool, method, seed, val, cache[("pool", pool)]

@@ -1,0 +1,42 @@
+"""The accuracy-against-time study end to end on its ``smoke`` preset (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts.studies import accuracy_vs_time as study
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_every_arm_records_points_and_a_finished_arm_is_not_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["--preset", "smoke", "--out", str(out), "--cache-dir", str(cache), "--threads", "1"]
+    assert study.main([*args, "--arms", "scratch-3,free"]) == 0
+    report = json.loads((out / "accuracy_vs_time_smoke.json").read_text())
+    assert [u["arm"] for u in report["units"]] == ["free", "scratch-3"]
+    for unit in report["units"]:
+        points = unit["points"]
+        assert unit["finished"] and points[0]["iteration"] == 0 and points[0]["seconds"] == 0
+        assert all(b["seconds"] > a["seconds"] for a, b in zip(points, points[1:], strict=False))
+        assert all(0 <= p["accuracy"] <= 100 for p in points)
+    free = report["units"][0]
+    assert (
+        free["points"][-1]["iteration"]
+        == study.arm_config(study.PRESETS["smoke"], "free").iterations
+    )
+    # both arms start from the same untrained learner
+    assert report["units"][1]["points"][0]["accuracy"] == free["points"][0]["accuracy"]
+    assert (out / "accuracy_vs_time_smoke.png").stat().st_size > 0
+    assert "FREE (meta-generator)" in (out / "accuracy_vs_time_smoke.md").read_text()
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("a finished arm must not train again")
+
+    monkeypatch.setattr(study, "_trainer", no_training)
+    assert study.main([*args, "--arms", "free,scratch-3"]) == 0
