@@ -604,9 +604,8 @@ def headline(report: dict[str, Any]) -> str:
     matched = report["fidelity"]["matched"]
     bound = "" if matched["reached"] else "more than "
     return (
-        f"{report['speedup']:.1f}x at matched quality ({overall['teachers']} {report['dataset']} "
-        "teachers, "
-        f"quality ≥ {report['quality_bar']} for both); {bound}{matched['speedup']:.1f}x at "
+        f"{report['speedup']:.1f}x at matched quality ({overall['teachers']} teachers, "
+        f"{report['dataset']}, quality ≥ {report['quality_bar']} for both); {bound}{matched['speedup']:.1f}x at "
         f"matched fidelity ({report['fidelity']['curve_teachers']} curve teachers, FREE "
         f"{matched['free_fidelity']:.2f}); {overall['published_budget_speedup']:.1f}x timed "
         f"the paper's way ({report['inversion']['scratch_steps']} scratch steps against "

@@ -94,7 +94,7 @@ def test_recovery_markdown_lists_every_group() -> None:
     assert "| all | 2 | 5 | 0.700 | 0.600 | 0.650 | 0.900 | 0.950 |" in text
     assert "chance 0.20" in text and "at 40 steps" in text and "**5.0x** at matched" in text
     line = bench_recovery.headline(report)
-    assert line.startswith("30.0x at matched quality (2 synthetic teachers")
+    assert line.startswith("30.0x at matched quality (2 teachers, synthetic")
     assert "5.0x at matched fidelity" in line and "more than" not in line
     report["fidelity"]["matched"]["reached"] = False
     assert "more than **5.0x**" in bench_recovery.markdown(report)
