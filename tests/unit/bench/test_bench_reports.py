@@ -96,6 +96,9 @@ def test_recovery_markdown_lists_every_group() -> None:
     line = bench_recovery.headline(report)
     assert line.startswith("30.0x at matched quality (2 teachers, synthetic")
     assert "5.0x at matched fidelity" in line and "more than" not in line
+    assert line.endswith(
+        "FREE 0.70, scratch at matched quality 0.60, at 200 steps 0.65, as many real images 0.90"
+    )
     report["fidelity"]["matched"]["reached"] = False
     assert "more than **5.0x**" in bench_recovery.markdown(report)
     assert "more than 5.0x at matched fidelity" in bench_recovery.headline(report)
