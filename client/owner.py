@@ -11,16 +11,17 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.local_training import LocalTrainingResult, train_local_classifier
-from client.partitions import PartitionError, assign_owner, width_for
+from client.partitions import PartitionError, assign_owner, owner_id_for, width_for
 from free_common import __version__, signing
 from free_common.card import OwnerMetrics, encode_card, make_card
 from free_common.data.base import ClassImages
+from free_common.data.sources import DataSource
 from free_common.models.spec import ModelSpec
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import (
@@ -124,7 +125,9 @@ def prepare_owner(node_config: Config, run_config: Config | RunConfig) -> OwnerP
 
     Simulation (``partition-id`` in the node config): the owner's classes of the
     ``data.train`` source, assigned by :func:`client.partitions.assign_owner` and loaded at
-    the meta-learner's input; the signing key is node config ``signing-key`` if set, else
+    the meta-learner's input; when ``data.train`` mixes domains (``glyphs+icons``), owners
+    are dealt to the domains in turn, each partitioned on its own and loaded at the learner's
+    side but its domain's own channels; the signing key is node config ``signing-key`` if set, else
     derived from ``fed.demo-key-secret`` (simulation only) when that is set.
 
     Deployment: node config ``data-path`` (an ImageFolder, or a dataset root with
@@ -154,18 +157,21 @@ def _simulated_owner(node_config: Config, rc: RunConfig) -> OwnerPlan:
         raise OwnerError(str(err)) from err
     if source.is_none:
         raise OwnerError("data.train = none: simulated owners need a data source to partition")
+    if not 0 <= pid < num:
+        raise OwnerError(f"partition-id {pid} outside 0..{num - 1}")
+    part, local_pid, local_num = _domain_of(source, pid, num)
     # `flwr run` ships the app without the .npz assets: runs pass their folder.
-    train = source.load(
+    train = part.load(
         "train",
         image_size=learner.image_size,
-        channels=learner.channels,
+        channels=learner.channels if part is source else part.native_channels() or 1,
         assets_dir=rc.get_str("data.assets-dir"),
     )
     assert train is not None
     try:
         plan = assign_owner(
-            pid,
-            num,
+            local_pid,
+            local_num,
             num_classes=train.num_classes,
             seed=rc.get_int("seed"),
             arch_mix=rc.get_str("fed.arch-mix"),
@@ -177,7 +183,8 @@ def _simulated_owner(node_config: Config, rc: RunConfig) -> OwnerPlan:
             image_size=train.image_shape[1],
         )
     except PartitionError as err:
-        raise OwnerError(f"{source}: {err}") from err
+        raise OwnerError(f"{part}: {err}") from err
+    plan = replace(plan, owner_id=owner_id_for(pid))
     data = train.subset(plan.classes)
     key = _node_key(node_config)
     secret = rc.get_str("fed.demo-key-secret")
@@ -189,9 +196,23 @@ def _simulated_owner(node_config: Config, rc: RunConfig) -> OwnerPlan:
         plan.spec.arch,
         len(data.labels),
         data.num_classes,
-        source,
+        part,
     )
     return OwnerPlan(plan.owner_id, data, plan.spec, key, seed_offset=pid)
+
+
+def _domain_of(source: DataSource, pid: int, num: int) -> tuple[DataSource, int, int]:
+    """(domain, partition id within it, partitions of it) of owner ``pid`` of ``num``.
+
+    One source is one domain. The owners of a ``+``-mix are dealt to its domains in turn:
+    owner ``pid`` holds domain ``pid mod n``, where it is partition ``pid // n`` of the
+    owners dealt to that domain. Each domain is partitioned on its own (classes,
+    architectures), and its owners keep the domain's own channels.
+    """
+    if not source.parts:
+        return source, pid, num
+    n = len(source.parts)
+    return source.parts[pid % n], pid // n, len(range(pid % n, num, n))
 
 
 def _node_key(node_config: Config) -> Ed25519PrivateKey | None:

@@ -70,7 +70,11 @@ KEYS: Mapping[str, Key] = MappingProxyType(
                 "absolute path of the folder holding the embedded benchmarks' .npz archives "
                 '("" = the package\'s own; flwr run ships the app without them)',
             ),
-            Key("data.train", "glyphs", "what simulated owners partition (data source)"),
+            Key(
+                "data.train",
+                "glyphs",
+                "what simulated owners partition (data source; a+b deals owners to domains)",
+            ),
             Key("data.val", "glyphs", "the server's meta-val set (data source, or none)"),
             Key("data.test", "glyphs", "the server's meta-test set (data source, or none)"),
             Key(

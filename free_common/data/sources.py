@@ -12,6 +12,11 @@ The run-config keys ``data.train`` (what simulated owners partition), ``data.val
 - ``"folder:<path>"``: every class folder under the absolute ``path`` (one sub-folder of
   images per class), whatever the split: a data owner's or a held-out set of one's own
   classes.
+- ``"<source>+<source>+..."``: several domains in one run (``glyphs+icons``). As
+  ``data.train``, simulated owners are dealt to the domains in turn (owner i holds classes
+  of domain ``i mod n``, at that domain's own channels). As ``data.val`` or ``data.test``,
+  the union of the domains' classes, each class named ``<source>/<class>``. A text that
+  parses as one source is one source, so a folder whose path holds ``+`` stays one folder.
 
 Paths must be absolute: a Flower app does not run in the directory of the shell that
 started it. Embedded benchmarks are read from ``data.assets-dir`` when it is set, because
@@ -24,18 +29,22 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from free_common.data.base import ClassImages, DatasetError
 from free_common.data.image_folder import load_image_folder
 from free_common.data.image_io import prepare_arrays
 from free_common.data.registry import DATASETS, load_split
 
-__all__ = ["ASSETS_DIR", "EMBEDDED", "FOLDER", "NONE", "DataSource"]
+__all__ = ["ASSETS_DIR", "EMBEDDED", "FOLDER", "MIX", "NONE", "DataSource", "union"]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 """The package's own folder of embedded archives (what run scripts pass as data.assets-dir)."""
 
 NONE = "none"
 FOLDER = "folder"
+MIX = "mix"
+"""The ``dataset`` of a source made of several domains (``parts``)."""
 EMBEDDED: tuple[str, ...] = ("glyphs", "icons")
 """Registry datasets shipped inside the package as ``free_common/data/assets/<name>-v1.npz``."""
 
@@ -47,21 +56,40 @@ class DataSource:
     """One parsed source (see the module docstring for the syntax).
 
     Attributes:
-        dataset: a registry name, ``"folder"`` or ``"none"``.
+        dataset: a registry name, ``"folder"``, ``"none"`` or ``"mix"``.
         root: the absolute path given after the colon ("" when none was given).
+        parts: the domains of a ``"mix"``, in the order written (empty otherwise).
     """
 
     dataset: str
     root: str = ""
+    parts: tuple[DataSource, ...] = ()
 
     @classmethod
     def parse(cls, text: str, *, key: str = "data source") -> DataSource:
         """Parse ``text``; ``key`` names the run-config key in error messages.
 
         Raises:
-            DatasetError: an unknown dataset, a missing or relative path, or a path given to
-                a dataset that takes none.
+            DatasetError: an unknown dataset, a missing or relative path, a path given to
+                a dataset that takes none, or a mix with an empty, ``none`` or repeated part.
         """
+        try:
+            return cls._parse_one(text, key)
+        except DatasetError:
+            if "+" not in text:
+                raise
+        parts = tuple(cls._parse_one(part, f"{key} = {text!r}, part") for part in text.split("+"))
+        if any(p.is_none for p in parts):
+            raise DatasetError(f"{key} = {text!r}: 'none' cannot be part of a mix")
+        if len({str(p) for p in parts}) != len(parts):
+            raise DatasetError(f"{key} = {text!r}: a mix names each source once")
+        return cls(MIX, "", parts)
+
+    @classmethod
+    def _parse_one(cls, text: str, key: str) -> DataSource:
+        """One source (no ``+``-mix)."""
+        if not text.strip():
+            raise DatasetError(f"{key} = {text!r}: empty source")
         name, colon, root = text.strip().partition(":")
         name, root = name.strip(), root.strip()
         known = ", ".join((NONE, FOLDER, *DATASETS))
@@ -88,6 +116,8 @@ class DataSource:
         return cls(name, root)
 
     def __str__(self) -> str:
+        if self.parts:
+            return "+".join(str(p) for p in self.parts)
         return f"{self.dataset}:{self.root}" if self.root else self.dataset
 
     @property
@@ -96,9 +126,14 @@ class DataSource:
         return self.dataset == NONE
 
     def native_channels(self) -> int | None:
-        """Channels of the data as stored (a folder counts as RGB); None for ``none``."""
+        """Channels of the data as stored (a folder counts as RGB); None for ``none``.
+
+        A mix is RGB when any of its parts is.
+        """
         if self.is_none:
             return None
+        if self.parts:
+            return max(p.native_channels() or 1 for p in self.parts)
         return _FOLDER_CHANNELS if self.dataset == FOLDER else DATASETS[self.dataset].channels
 
     def load(
@@ -113,12 +148,19 @@ class DataSource:
             assets_dir: folder of the embedded archives ("" = the package's own).
 
         Returns:
-            ClassImages (N, channels, S, S), or None for ``none``.
+            ClassImages (N, channels, S, S), or None for ``none``; a mix gives the union
+            of its parts (:func:`union`).
 
         Raises:
             DatasetError: a missing path, an empty class folder, an unreadable image, or
                 any other loader error, prefixed with this source.
         """
+        if self.parts:
+            loaded = [
+                p.load(split, image_size=image_size, channels=channels, assets_dir=assets_dir)
+                for p in self.parts
+            ]
+            return union([d for d in loaded if d is not None], [str(p) for p in self.parts])
         try:
             if self.is_none:
                 return None
@@ -135,6 +177,30 @@ class DataSource:
             )
         except DatasetError as err:
             raise DatasetError(f"{self} ({split}): {err}") from err
+
+
+def union(sets: list[ClassImages], prefixes: list[str]) -> ClassImages:
+    """The classes of every set in one: labels offset in order, names ``<prefix>/<class>``.
+
+    Args:
+        sets: class images of the same shape (C, S, S) each.
+        prefixes: one name per set (the source it came from).
+
+    Raises:
+        DatasetError: no sets, a prefix count that does not match, or differing shapes.
+    """
+    if not sets or len(sets) != len(prefixes):
+        raise DatasetError(f"a union needs one prefix per set, got {len(sets)} and {len(prefixes)}")
+    shapes = {d.image_shape for d in sets}
+    if len(shapes) != 1:
+        raise DatasetError(f"cannot join sets of different image shapes: {sorted(shapes)}")
+    offsets = np.cumsum([0] + [d.num_classes for d in sets[:-1]])
+    return ClassImages(
+        "+".join(prefixes),
+        np.concatenate([d.images for d in sets]),
+        np.concatenate([d.labels + o for d, o in zip(sets, offsets, strict=True)]),
+        tuple(f"{p}/{n}" for d, p in zip(sets, prefixes, strict=True) for n in d.class_names),
+    )
 
 
 def _embedded_from(
