@@ -58,7 +58,7 @@ from scripts.bench.free_wins import free_config, pool_teachers
 from scripts.bench.teacher_pool import load_split
 from server.baselines import free_trainer
 from server.free_training import FreeTrainer
-from server.plots import save_curves
+from server.plots import save_curve_panels
 
 __all__ = ["PRESETS", "StudyPreset", "arm_config", "main", "markdown", "run_arm"]
 
@@ -142,6 +142,11 @@ def _accuracy(
     return {"accuracy": 100 * result.result.mean, "ci95": 100 * result.result.ci95}
 
 
+def _as_current(score: dict[str, float]) -> dict[str, float]:
+    """``score`` under the keys of the learner as it stands (not the shipped model)."""
+    return {"current": score["accuracy"], "current_ci95": score["ci95"]}
+
+
 def _save(path: Path, unit: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -204,7 +209,7 @@ def run_arm(
         unit["points"] = points
     if not points:
         start = _accuracy(copy.deepcopy(trainer.learner).eval(), preset, val, test)
-        points.append({"iteration": 0, "seconds": 0.0, **start})
+        points.append({"iteration": 0, "seconds": 0.0, **start, **_as_current(start)})
         _save(path, unit)
     total = trainer.config.iterations
     chunk = trainer.config.eval.every
@@ -214,11 +219,21 @@ def run_arm(
         result = trainer.train(progress=progress, iterations=target)
         seconds = points[-1]["seconds"] + time.perf_counter() - started
         score = _accuracy(result.model, preset, val, test)
+        now = _accuracy(copy.deepcopy(trainer.learner).eval(), preset, val, test)
         points.append(
             {"iteration": target, "seconds": seconds, "best_iteration": result.best_iteration}
             | score
+            | _as_current(now)
         )
-        logger.info("%s: iteration %d, %.0f s, %.2f%%", arm, target, seconds, score["accuracy"])
+        logger.info(
+            "%s: iteration %d, %.0f s, shipped %.2f%% (iteration %d), learner %.2f%%",
+            arm,
+            target,
+            seconds,
+            score["accuracy"],
+            result.best_iteration,
+            now["accuracy"],
+        )
         _save(path, unit)
     unit.update(finished=True, budget_seconds=budget, host=host_record(trainer.device))
     _save(path, unit)
@@ -240,28 +255,43 @@ def markdown(units: Sequence[dict[str, Any]], preset: StudyPreset) -> str:
         f"one run per arm (seed {preset.seed}), same pool and meta-learning (`xkd-cpu`); "
         "`python -m scripts.studies.accuracy_vs_time`.",
         "",
-        "| arm | iterations | seconds | accuracy: start → end ± 95% CI | run |",
-        "|---|---:|---:|---:|---|",
+        "'Shipped' is the best model on meta-val so far (what the server would ship if it "
+        "stopped there), 'learner' the meta-learner as it stands; both start from the same "
+        "untrained network.",
+        "",
+        "| arm | iterations | seconds | shipped: start → end ± 95% CI | shipped from "
+        "iteration | learner at the end | best learner (iteration) | run |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for unit in units:
         first, last = unit["points"][0], unit["points"][-1]
+        best = max(unit["points"], key=lambda p: p["current"])
         label = _label(unit["arm"], scratch_steps(unit["arm"]))
         lines.append(
             f"| {label} | {last['iteration']} | {last['seconds']:.0f} "
             f"| {first['accuracy']:.2f} → {last['accuracy']:.2f} ± {last['ci95']:.2f} "
+            f"| {last.get('best_iteration', 0)} | {last['current']:.2f} "
+            f"| {best['current']:.2f} ({best['iteration']}) "
             f"| {'finished' if unit.get('finished') else 'unfinished'} |"
         )
     free = next((u for u in units if u["arm"] == "free"), None)
     if free is not None:
         end = free["points"][-1]
-        lines += ["", f"At FREE's end ({end['seconds']:.0f} s): FREE {end['accuracy']:.2f}"]
+        lines += [
+            "",
+            f"At FREE's end ({end['seconds']:.0f} s), learner / shipped: FREE "
+            f"{end['current']:.2f} / {end['accuracy']:.2f}",
+        ]
         for unit in units:
             if unit["arm"] == "free":
                 continue
             before = [p for p in unit["points"] if p["seconds"] <= end["seconds"]]
             if before:
-                lines[-1] += f"; {unit['arm']} {before[-1]['accuracy']:.2f}"
-                lines[-1] += f" (iteration {before[-1]['iteration']})"
+                at = before[-1]
+                lines[-1] += (
+                    f"; {unit['arm']} {at['current']:.2f} / {at['accuracy']:.2f}"
+                    f" (iteration {at['iteration']})"
+                )
         lines[-1] += "."
     return "\n".join(lines) + "\n"
 
@@ -276,17 +306,20 @@ def report(units_dir: Path, out_dir: Path, preset_name: str) -> dict[str, Any]:
     data = {"preset": preset_name, "units": units}
     (out_dir / f"{stem}.json").write_text(json.dumps(data, indent=2))
     (out_dir / f"{stem}.md").write_text(markdown(units, preset))
-    save_curves(
+    save_curve_panels(
         {
-            _label(u["arm"], scratch_steps(u["arm"])): (
-                [p["seconds"] for p in u["points"]],
-                [p["accuracy"] for p in u["points"]],
-            )
-            for u in units
+            title: {
+                _label(u["arm"], scratch_steps(u["arm"])): (
+                    [p["seconds"] for p in u["points"]],
+                    [p[key] for p in u["points"]],
+                )
+                for u in units
+            }
+            for title, key in (("the learner as it stands", "current"), ("shipped", "accuracy"))
         },
         out_dir / f"{stem}.png",
         xlabel="server seconds (training and meta-val)",
-        ylabel="meta-test accuracy, 5-way 1-shot, prototypes (%)",
+        ylabel="meta-test, 5-way 1-shot, prototypes (%)",
         title="Accuracy against server time, same meta-learning",
     )
     return data

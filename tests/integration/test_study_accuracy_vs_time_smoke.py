@@ -24,7 +24,8 @@ def test_every_arm_records_points_and_a_finished_arm_is_not_run_again(
         points = unit["points"]
         assert unit["finished"] and points[0]["iteration"] == 0 and points[0]["seconds"] == 0
         assert all(b["seconds"] > a["seconds"] for a, b in zip(points, points[1:], strict=False))
-        assert all(0 <= p["accuracy"] <= 100 for p in points)
+        assert all(0 <= p["accuracy"] <= 100 and 0 <= p["current"] <= 100 for p in points)
+        assert points[0]["current"] == points[0]["accuracy"]
     free = report["units"][0]
     assert (
         free["points"][-1]["iteration"]
