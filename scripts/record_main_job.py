@@ -198,11 +198,17 @@ def margin_lines(margins: dict[str, dict[str, list[float]]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: run directories (one per seed), ``--note``, ``--out``."""
+    """Command line: run directories (one per seed), ``--note``, ``--out``, ``--stem``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--note", default="", help="a remark on the machine or its load")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--stem",
+        default="main_job",
+        help="output names <stem>.json, <stem>.md, <stem>_headline.md (another configuration "
+        "than the default main job gets its own, e.g. main_job_mixed)",
+    )
     args = parser.parse_args(argv)
     try:
         runs = sorted((load_run(d) for d in args.run_dirs), key=lambda r: r["seed"])
@@ -213,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(runs, agg, args.note)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": args.note}
-    (args.out / "main_job.json").write_text(json.dumps(record, indent=2))
-    (args.out / "main_job.md").write_text(text)
-    (args.out / "main_job_headline.md").write_text(headline(runs, agg) + "\n")
+    (args.out / f"{args.stem}.json").write_text(json.dumps(record, indent=2))
+    (args.out / f"{args.stem}.md").write_text(text)
+    (args.out / f"{args.stem}_headline.md").write_text(headline(runs, agg) + "\n")
     print(text)
     return 0
 

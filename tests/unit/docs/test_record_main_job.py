@@ -88,3 +88,11 @@ def test_an_unfinished_run_is_refused_with_what_is_missing(
 def test_a_failed_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert record_main_job.main([str(_run(tmp_path, exit_code=1)), "--out", str(tmp_path)]) == 2
     assert "exited with code 1" in capsys.readouterr().err
+
+
+def test_another_configuration_is_recorded_under_its_own_stem(tmp_path: Path):
+    results = tmp_path / "results"
+    assert (
+        record_main_job.main([str(_run(tmp_path)), "--out", str(results), "--stem", "mixed"]) == 0
+    )
+    assert {p.name for p in results.iterdir()} == {"mixed.json", "mixed.md", "mixed_headline.md"}
