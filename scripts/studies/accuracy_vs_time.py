@@ -60,7 +60,7 @@ from server.baselines import free_trainer
 from server.free_training import FreeTrainer
 from server.plots import save_curve_panels
 
-__all__ = ["PRESETS", "StudyPreset", "arm_config", "main", "markdown", "run_arm"]
+__all__ = ["PRESETS", "StudyPreset", "arm_config", "headline", "main", "markdown", "run_arm"]
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +296,32 @@ def markdown(units: Sequence[dict[str, Any]], preset: StudyPreset) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(units: Sequence[dict[str, Any]]) -> str:
+    """One line for the README: seconds per iteration, and where each arm stands at FREE's end."""
+    per_iteration = ", ".join(
+        f"{u['arm']} {u['points'][-1]['seconds'] / max(u['points'][-1]['iteration'], 1):.0f} s"
+        for u in units
+    )
+    line = f"seconds per iteration: {per_iteration}"
+    free = next((u for u in units if u["arm"] == "free"), None)
+    if free is None:
+        return line
+    end = free["points"][-1]
+    stands = []
+    for unit in units:
+        before = [p for p in unit["points"] if p["seconds"] <= end["seconds"]]
+        if before:
+            stands.append(f"{unit['arm']} {before[-1]['current']:.1f}")
+    start = free["points"][0]
+    text = (
+        f"{line}; learner at {end['seconds']:.0f} s (FREE's end, %): {', '.join(stands)}, "
+        f"untrained start {start['current']:.1f}"
+    )
+    if all(p["accuracy"] == start["accuracy"] for u in units for p in u["points"]):
+        text += "; the shipped model (best on meta-val) is the start in every arm"
+    return text
+
+
 def report(units_dir: Path, out_dir: Path, preset_name: str) -> dict[str, Any]:
     """Rebuild ``accuracy_vs_time.{json,md,png}`` from every arm's unit."""
     preset = PRESETS[preset_name]
@@ -306,6 +332,7 @@ def report(units_dir: Path, out_dir: Path, preset_name: str) -> dict[str, Any]:
     data = {"preset": preset_name, "units": units}
     (out_dir / f"{stem}.json").write_text(json.dumps(data, indent=2))
     (out_dir / f"{stem}.md").write_text(markdown(units, preset))
+    (out_dir / f"{stem}_headline.md").write_text(headline(units) + "\n")
     save_curve_panels(
         {
             title: {

@@ -35,6 +35,8 @@ def test_every_arm_records_points_and_a_finished_arm_is_not_run_again(
     assert report["units"][1]["points"][0]["accuracy"] == free["points"][0]["accuracy"]
     assert (out / "accuracy_vs_time_smoke.png").stat().st_size > 0
     assert "FREE (meta-generator)" in (out / "accuracy_vs_time_smoke.md").read_text()
+    line = (out / "accuracy_vs_time_smoke_headline.md").read_text()
+    assert line.startswith("seconds per iteration: free ") and "untrained start" in line
 
     def no_training(*_: object, **__: object) -> None:
         raise AssertionError("a finished arm must not train again")
