@@ -50,7 +50,7 @@ from free_common.free.meta_learner import (
 )
 from free_common.free.replay import ReplayStats, replay_phase
 from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
-from free_common.free.trust.probes import probe_images
+from free_common.free.trust.probes import probe_domains, probe_images
 from free_common.maml import MamlTrainer
 from free_common.models import Classifier, ModelSpec
 from free_common.runtime import get_rng_state, pick_device, seed_everything, set_rng_state
@@ -171,6 +171,7 @@ class FreeTrainer:
             config.screening,
             probe_images(val_data, config.screening.probe_images, seed=_PROBE_SEED),
             max_classes=config.meta_learner.n_way,
+            probe_domains=probe_domains(val_data, config.screening.probe_images, seed=_PROBE_SEED),
         )
         self.state = _RunState()
         self._resume()

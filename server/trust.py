@@ -49,11 +49,21 @@ class PoolScreen:
             accepted, nothing is measured).
         probes: the probe images (N, C, H, W) in [0, 1].
         max_classes: the meta-learner's head size.
+        probe_domains: (N,) domain index of each probe when the meta-val set joins several
+            domains, else None.
     """
 
-    def __init__(self, config: ScreeningConfig, probes: Tensor, *, max_classes: int) -> None:
+    def __init__(
+        self,
+        config: ScreeningConfig,
+        probes: Tensor,
+        *,
+        max_classes: int,
+        probe_domains: Tensor | None = None,
+    ) -> None:
         self.config = config
         self.probes = probes
+        self.probe_domains = probe_domains
         self.max_classes = max_classes
         self.verdicts: dict[str, Verdict] = {}
         self.fingerprints: dict[str, Fingerprint] = {}
@@ -104,7 +114,13 @@ class PoolScreen:
         if not self.config.enabled:
             return _verdict(ScreeningResult(teacher_id, True, nan, nan, ""))
         try:
-            result = screen_teacher(teacher, self.config, self.probes, max_classes=self.max_classes)
+            result = screen_teacher(
+                teacher,
+                self.config,
+                self.probes,
+                max_classes=self.max_classes,
+                probe_domains=self.probe_domains,
+            )
         except NonFiniteLossError as err:
             result = ScreeningResult(teacher_id, False, nan, nan, f"non-finite screening: {err}")
         if result.fingerprint is not None:

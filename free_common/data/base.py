@@ -30,12 +30,15 @@ class ClassImages:
         images: uint8 pixels of shape (N, C, H, W).
         labels: int64 class index of each image, shape (N,), values in 0..num_classes-1.
         class_names: one human-readable (or hashed) name per class.
+        domains: the domain (source) of each class when the split joins several
+            (``glyphs+icons``); empty for one domain.
     """
 
     name: str
     images: npt.NDArray[np.uint8]
     labels: npt.NDArray[np.int64]
     class_names: tuple[str, ...]
+    domains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check shapes, dtypes and label range."""
@@ -49,6 +52,10 @@ class ClassImages:
             )
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
             raise DatasetError(f"{self.name}: labels outside 0..{self.num_classes - 1}")
+        if self.domains and len(self.domains) != self.num_classes:
+            raise DatasetError(
+                f"{self.name}: {len(self.domains)} class domains for {self.num_classes} classes"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -77,4 +84,5 @@ class ClassImages:
             images=self.images[np.concatenate(rows)],
             labels=labels,
             class_names=tuple(self.class_names[c] for c in classes),
+            domains=tuple(self.domains[c] for c in classes) if self.domains else (),
         )

@@ -182,6 +182,8 @@ class DataSource:
 def union(sets: list[ClassImages], prefixes: list[str]) -> ClassImages:
     """The classes of every set in one: labels offset in order, names ``<prefix>/<class>``.
 
+    Each class keeps its prefix as its domain (``ClassImages.domains``).
+
     Args:
         sets: class images of the same shape (C, S, S) each.
         prefixes: one name per set (the source it came from).
@@ -200,6 +202,7 @@ def union(sets: list[ClassImages], prefixes: list[str]) -> ClassImages:
         np.concatenate([d.images for d in sets]),
         np.concatenate([d.labels + o for d, o in zip(sets, offsets, strict=True)]),
         tuple(f"{p}/{n}" for d, p in zip(sets, prefixes, strict=True) for n in d.class_names),
+        tuple(p for d, p in zip(sets, prefixes, strict=True) for _ in d.class_names),
     )
 
 

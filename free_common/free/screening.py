@@ -56,7 +56,12 @@ def _structural_problem(teacher: Teacher, max_classes: int) -> str:
 
 
 def screen_teacher(
-    teacher: Teacher, config: ScreeningConfig, probes: Tensor, *, max_classes: int
+    teacher: Teacher,
+    config: ScreeningConfig,
+    probes: Tensor,
+    *,
+    max_classes: int,
+    probe_domains: Tensor | None = None,
 ) -> ScreeningResult:
     """Measure ``teacher`` on ``probes`` and judge it alone.
 
@@ -65,6 +70,8 @@ def screen_teacher(
         config: what to measure and the thresholds.
         probes: probe images (N, C, H, W) in [0, 1], the same for every teacher of a pool.
         max_classes: the meta-learner's head size.
+        probe_domains: (N,) domain index of each probe when they come from several
+            domains (``free_common.free.trust.probes.probe_domains``), else None.
 
     Raises:
         NonFiniteLossError: the teacher's recovery loss became NaN/Inf.
@@ -74,7 +81,7 @@ def screen_teacher(
     if problem:
         return ScreeningResult(teacher.teacher_id, False, nan, nan, problem)
     fp = measure_teacher(teacher, probes, config)
-    findings = tuple(teacher_findings(fp, config))
+    findings = tuple(teacher_findings(fp, config, probe_domains))
     accuracy = fp.recovery.accuracy if fp.recovery is not None else nan
     confidence = fp.recovery.confidence if fp.recovery is not None else nan
     excluding = [f.reason for f in findings if f.exclude]

@@ -7,7 +7,9 @@ Checks of one teacher (:func:`teacher_findings`):
 - ``recovery``: its classes cannot be recovered confidently (random, shuffled or
   corrupted weights; a model that answers one class);
 - ``constant_output``: it gives one class to nearly every probe, confidently (mean
-  probability of its favourite class over the probes).
+  probability of its favourite class over the probes). When the probes come from several
+  domains (a ``glyphs+icons`` meta-val), it must do so on the probes of every domain: a
+  model of one domain may well read every image of another as one of its classes.
 
 Checks against the pool (:func:`pool_findings`, on the teachers that passed the above, in
 acceptance order):
@@ -52,6 +54,7 @@ __all__ = [
     "matched_correlation",
     "pool_findings",
     "standardised",
+    "least_top_class_share",
     "teacher_findings",
     "top_class_share",
 ]
@@ -89,7 +92,9 @@ class Finding:
     other: str = ""
 
 
-def teacher_findings(fp: Fingerprint, config: ScreeningConfig) -> list[Finding]:
+def teacher_findings(
+    fp: Fingerprint, config: ScreeningConfig, probe_domains: torch.Tensor | None = None
+) -> list[Finding]:
     """The checks of one teacher alone, cheapest first."""
     top = fp.max_abs_logit
     if top > config.max_logit:
@@ -117,7 +122,7 @@ def teacher_findings(fp: Fingerprint, config: ScreeningConfig) -> list[Finding]:
                 f"confidence {rec.confidence:.3f} (limit {config.min_confidence})",
             )
         )
-    share, label = top_class_share(fp.logits)
+    share, label = least_top_class_share(fp.logits, probe_domains)
     if share > config.max_top_class_share:
         found.append(
             Finding(
@@ -126,10 +131,22 @@ def teacher_findings(fp: Fingerprint, config: ScreeningConfig) -> list[Finding]:
                 share,
                 config.max_top_class_share,
                 f"answers class {label} with mean probability {share:.3f} over the probe "
-                f"images (limit {config.max_top_class_share})",
+                f"images{'' if probe_domains is None else ' of each domain (the least)'} "
+                f"(limit {config.max_top_class_share})",
             )
         )
     return found
+
+
+def least_top_class_share(logits: torch.Tensor, domains: torch.Tensor | None) -> tuple[float, int]:
+    """:func:`top_class_share` of the domain whose probes get the least constant answers.
+
+    ``logits``: (probes, classes); ``domains``: (probes,) domain index of each probe, or
+    None for one domain.
+    """
+    if domains is None:
+        return top_class_share(logits)
+    return min(top_class_share(logits[domains == d]) for d in torch.unique(domains).tolist())
 
 
 def top_class_share(logits: torch.Tensor) -> tuple[float, int]:

@@ -15,7 +15,7 @@ from free_common.data.base import ClassImages
 from free_common.free.augment import to_model_input
 from free_common.free.teachers import Teacher
 
-__all__ = ["TrustError", "probe_images", "teacher_logits"]
+__all__ = ["TrustError", "probe_domains", "probe_images", "teacher_logits"]
 
 _BATCH = 128
 
@@ -33,11 +33,30 @@ def probe_images(data: ClassImages, count: int, *, seed: int = 0) -> Tensor:
     Raises:
         TrustError: ``data`` holds no image or ``count < 1``.
     """
+    rows = _probe_rows(data, count, seed)
+    return torch.from_numpy(data.images[rows]).float().div(255.0)
+
+
+def probe_domains(data: ClassImages, count: int, *, seed: int = 0) -> Tensor | None:
+    """The domain index of each of :func:`probe_images`'s probes (same arguments, same rows).
+
+    Returns:
+        (count,) int64 on the CPU, indices into the sorted domains of ``data``; None when
+        ``data`` holds one domain.
+    """
+    names = sorted(set(data.domains))
+    if len(names) < 2:
+        return None
+    rows = _probe_rows(data, count, seed)
+    index = np.array([names.index(data.domains[c]) for c in data.labels[rows]], dtype=np.int64)
+    return torch.from_numpy(index)
+
+
+def _probe_rows(data: ClassImages, count: int, seed: int) -> np.ndarray:
     if count < 1 or len(data.labels) == 0:
         raise TrustError(f"need at least one probe image: {count} asked, {len(data.labels)} held")
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(data.labels), min(count, len(data.labels)), replace=False))
-    return torch.from_numpy(data.images[rows]).float().div(255.0)
+    return np.sort(rng.choice(len(data.labels), min(count, len(data.labels)), replace=False))
 
 
 def teacher_logits(teacher: Teacher, images: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ def test_union_offsets_labels_and_names_classes_by_source() -> None:
     assert joined.num_classes == 5 and joined.name == "glyphs+icons"
     assert joined.class_names == ("glyphs/c0", "glyphs/c1", "icons/c0", "icons/c1", "icons/c2")
     assert joined.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert joined.domains == ("glyphs",) * 2 + ("icons",) * 3
     with pytest.raises(DatasetError, match="different image shapes"):
         union([_set("a", 2), _set("b", 2, channels=3)], ["x", "y"])
     with pytest.raises(DatasetError, match="one prefix per set"):

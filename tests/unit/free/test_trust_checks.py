@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from free_common.config import ConfigError, ScreeningConfig
-from free_common.data.base import ClassImages
+from free_common.data.base import ClassImages, DatasetError
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.free.trust.checks import (
     matched_correlation,
@@ -20,7 +20,12 @@ from free_common.free.trust.checks import (
     top_class_share,
 )
 from free_common.free.trust.fingerprint import Fingerprint, measure_teacher, weight_sketch
-from free_common.free.trust.probes import TrustError, probe_images, teacher_logits
+from free_common.free.trust.probes import (
+    TrustError,
+    probe_domains,
+    probe_images,
+    teacher_logits,
+)
 from free_common.free.trust.recovery import Recovery, recover_from_probes
 from tests.unit.free.synthetic import random_teacher, tiny_spec
 
@@ -250,3 +255,31 @@ def test_private_names_never_pair() -> None:
 def test_screening_config_refuses_out_of_range_values(field: str, value: float) -> None:
     with pytest.raises(ConfigError):
         ScreeningConfig(**{field: value})
+
+
+def test_with_several_domains_constant_output_must_hold_on_every_domain() -> None:
+    """A model of one domain may read every probe of another domain as one class."""
+    constant = torch.zeros(100, 5)
+    constant[:, 2] = 12.0
+    # 98 probes of domain 0 read as class 2; the 2 of domain 1 as classes 0 and 1
+    mixed = torch.cat([constant[:98], torch.eye(5)[:2] * 4])
+    domains = torch.tensor([0] * 98 + [1] * 2)
+    assert teacher_findings(_fp("m", mixed), CFG)  # judged on all probes: constant
+    assert teacher_findings(_fp("m", mixed), CFG, domains) == []
+    (finding,) = teacher_findings(_fp("c", constant), CFG, domains)
+    assert finding.check == "constant_output" and "of each domain" in finding.reason
+
+
+def test_probe_domains_follow_the_probe_rows() -> None:
+    labels = np.repeat(np.arange(4), 5)
+    images = (labels[:, None, None, None] * np.ones((1, 1, 4, 4))).astype(np.uint8)
+    one = ClassImages("one", images, labels, ("a", "b", "c", "d"))
+    assert probe_domains(one, 8) is None
+    two = ClassImages("two", images, labels, ("a", "b", "c", "d"), ("g", "g", "i", "i"))
+    probes, domains = probe_images(two, 8, seed=3), probe_domains(two, 8, seed=3)
+    assert domains is not None and domains.shape == (8,)
+    # images carry their class index as pixel value: domain = class >= 2
+    assert torch.equal(domains, (probes[:, 0, 0, 0] * 255).round().long().ge(2).long())
+    assert two.subset([3, 0]).domains == ("i", "g")
+    with pytest.raises(DatasetError, match="class domains"):
+        ClassImages("bad", images, labels, ("a", "b", "c", "d"), ("g",))
