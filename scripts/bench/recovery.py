@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -483,21 +483,32 @@ def summarise(rows: Sequence[TeacherRow]) -> dict[str, Any]:
     }
 
 
+GROUPS: tuple[str, ...] = ("all", "in_pool", "held_out")
+
+
+def _group_rows(
+    summary: dict[str, Any], k: int, cells: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """One table row per teacher group that has a summary: name, n, k, then ``cells``."""
+    return [
+        f"| {name.replace('_', '-')} | {s['teachers']} | {k} | {cells(s)} |"
+        for name in GROUPS
+        if (s := summary.get(name))
+    ]
+
+
 def _table_rows(summary: dict[str, Any], k: int) -> list[str]:
-    lines = []
-    for name in ("all", "in_pool", "held_out"):
-        s = summary.get(name)
-        if not s:
-            continue
-        lines.append(
-            f"| {name.replace('_', '-')} | {s['teachers']} | {k} "
-            f"| {s['free_seconds_per_task']:.3f} | {s['free_quality']:.3f} "
+    return _group_rows(
+        summary,
+        k,
+        lambda s: (
+            f"{s['free_seconds_per_task']:.3f} | {s['free_quality']:.3f} "
             f"| {s['free_confidence']:.3f} | {s['scratch_seconds_per_task']:.3f} "
             f"| {s['scratch_steps']:.1f} | {s['scratch_quality']:.3f} "
             f"| {s['scratch_confidence']:.3f} | {s['untrained_generator_quality']:.3f} "
-            f"| **{s['speedup']:.1f}x** |"
-        )
-    return lines
+            f"| **{s['speedup']:.1f}x**"
+        ),
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -542,17 +553,15 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _fidelity_rows(summary: dict[str, Any], k: int) -> list[str]:
-    lines = []
-    for name in ("all", "in_pool", "held_out"):
-        s = summary.get(name)
-        if not s:
-            continue
-        lines.append(
-            f"| {name.replace('_', '-')} | {s['teachers']} | {k} | {s['free_fidelity']:.3f} "
-            f"| {s['scratch_fidelity']:.3f} | {s['published_budget_fidelity']:.3f} "
-            f"| {s['real_fidelity']:.3f} | {s['teacher_holdout']:.3f} |"
-        )
-    return lines
+    return _group_rows(
+        summary,
+        k,
+        lambda s: (
+            f"{s['free_fidelity']:.3f} | {s['scratch_fidelity']:.3f} "
+            f"| {s['published_budget_fidelity']:.3f} | {s['real_fidelity']:.3f} "
+            f"| {s['teacher_holdout']:.3f}"
+        ),
+    )
 
 
 def _matched_fidelity_line(matched: dict[str, Any], teachers: int) -> str:
@@ -634,8 +643,6 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
     train = load_split(preset.dataset, "train")
     members = build_pool(train, preset.pool, cache_dir=cache_dir)
     teachers = teachers_of(members)
-    per = preset.inversion.images_per_class
-    reals = [real_images(train, preset.pool, m, i, per) for i, m in enumerate(members)]
     need = preset.meta_teachers + preset.eval_held_out
     if len(teachers) < need or preset.eval_in_pool > preset.meta_teachers:
         raise ValueError(f"preset {preset_name}: pool of {len(teachers)} is too small")
@@ -650,13 +657,17 @@ def run(preset_name: str, out_dir: Path, seed: int, cache_dir: Path | None) -> d
     half = max(preset.curve_teachers // 2, 1)
     n_pool = preset.meta_teachers
     curve_rows = list(range(half)) + list(range(n_pool, n_pool + preset.curve_teachers - half))
+    measured_rows = list(range(preset.eval_in_pool)) + list(range(n_pool, need))
+    per = preset.inversion.images_per_class
+    reals = {  # real images of the teachers measured only
+        i: real_images(train, preset.pool, members[i], i, per)
+        for i in sorted({*curve_rows, *measured_rows})
+    }
     curve_teachers = [(teachers[i], reals[i]) for i in curve_rows]
     curves = {"FREE (meta-generator)": free_curve(trained, curve_teachers, preset, seed)}
     k_min = smallest_k(curves["FREE (meta-generator)"], preset.inversion.inner_steps)
 
-    measured = [(teachers[i], reals[i], False) for i in range(preset.eval_in_pool)] + [
-        (teachers[i], reals[i], True) for i in range(n_pool, need)
-    ]
+    measured = [(teachers[i], reals[i], i >= n_pool) for i in measured_rows]
     rows, grid = measure_all(trained, untrained, measured, preset, seed)
     summary = _summaries(rows)
     fast: dict[str, Any] = {"k": k_min}
