@@ -5,8 +5,9 @@ the best owner, and its meta-val verdict) and ``out/timing.json`` (wall time of 
 run``), and writes ``scripts/results/main_job.json`` and ``main_job.md``, which ``python -m
 scripts.readme_tables`` copies into server/README.md ("Measured"): per seed, the time and
 the verdict; across seeds, each method's mean, across-seed standard deviation and worst seed
-per protocol and shot; and FREE's margin over the better of Random and Average in every
-seed against the goal of :data:`GOAL_POINTS`. No figure is typed by hand.
+per protocol and shot; FREE's margin over the better of Random and Average in every seed
+against the goal of :data:`GOAL_POINTS`; and, for a multi-domain run, the same statistics on
+each domain's meta-test alone. No figure is typed by hand.
 
 Usage: ``python -m scripts.record_main_job runs/main-A runs/main-B runs/main-C [--note "..."]``
 """
@@ -63,7 +64,16 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "best_iteration": summary.get("best_iteration"),
         "verdict": summary.get("verdict"),
         "rows": summary["rows"],
+        "domain_rows": summary.get("domain_rows", {}),
         "table": summary["table"],
+    }
+
+
+def aggregate_domains(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`aggregate` of each domain's own meta-test rows (multi-domain runs; else empty)."""
+    domains = list(dict.fromkeys(d for r in runs for d in r.get("domain_rows", {})))
+    return {
+        d: aggregate([{"rows": r.get("domain_rows", {}).get(d, [])} for r in runs]) for d in domains
     }
 
 
@@ -132,11 +142,29 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
             f"| {r['seed']} | {r['flwr_run_s']} s ({r['flwr_run_s'] / 60:.1f} min, {within} "
             f"{BUDGET_S // 60} min) | {r['best_iteration']} | {line} |"
         )
-    shots = _shots(agg)
     lines += [
         "",
         "Mean over seeds ± across-seed sd (worst seed) [mean per-task 95% CI]:",
         "",
+        *table_lines(agg),
+        "",
+        *margin_lines(agg["margins"]),
+    ]
+    for domain, by_domain in agg.get("domains", {}).items():
+        lines += [
+            "",
+            f"Meta-test of the {domain} classes alone (the tuned protocol at the rate chosen "
+            "on the union's meta-val), same statistics:",
+            "",
+            *table_lines(by_domain),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def table_lines(agg: dict[str, Any]) -> list[str]:
+    """The markdown table of one :func:`aggregate`: protocol x method rows, one column per shot."""
+    shots = _shots(agg)
+    lines = [
         "| protocol | method | " + " | ".join(f"5-way {s}-shot" for s in shots) + " |",
         "|---|---|" + "---|" * len(shots),
     ]
@@ -149,8 +177,7 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
                 for s in shots
             ]
             lines.append(f"| {PROTOCOL_NAMES[protocol]} | {method} | " + " | ".join(cells) + " |")
-    lines += ["", *margin_lines(agg["margins"])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def headline(runs: list[dict[str, Any]], agg: dict[str, Any]) -> str:
@@ -216,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"record_main_job: {err}", file=sys.stderr)
         return 2
     agg = aggregate(runs)
+    domains = aggregate_domains(runs)
+    if domains:
+        agg["domains"] = domains
     text = markdown(runs, agg, args.note)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": args.note}

@@ -24,25 +24,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from free_common.data.base import ClassImages
+from free_common.evaluation import EvalResult, HeadInit, evaluate
 from free_common.free.best_teacher import rank_by_nearest_centroid
 from free_common.free.teachers import TeacherSource
 from free_common.models import Classifier, ModelSpec
-from free_common.protocols import ProtocolResult, ProtocolSettings, TaskSetting, meta_test
+from free_common.protocols import (
+    PUBLISHED_LR,
+    ProtocolResult,
+    ProtocolSettings,
+    TaskSetting,
+    meta_test,
+)
 from server.baselines import BaselineError, average_teachers, random_initialisation
 
 __all__ = [
+    "DOMAIN_PROTOCOLS",
     "SHIP_CHOICES",
     "Candidate",
     "MethodResult",
     "Verdict",
     "average_candidate",
     "best_owner_candidate",
+    "by_domain",
     "compare",
     "random_candidate",
     "verdict",
@@ -223,6 +232,119 @@ def compare(
                 vals.append(max(v for row in results["tuned"].val.values() for v in row.values()))
         method.val_score = float(np.mean(vals)) if vals else None
     return out
+
+
+DOMAIN_PROTOCOLS: tuple[str, ...] = ("tuned", "proto")
+"""The protocols :func:`by_domain` repeats on each domain's meta-test."""
+
+
+def by_domain(
+    candidates: Sequence[Candidate],
+    methods: Sequence[MethodResult],
+    test: ClassImages,
+    *,
+    n_way: int,
+    q_query: int,
+    settings: ProtocolSettings,
+    device: torch.device | str | None = None,
+) -> dict[str, list[MethodResult]]:
+    """Each candidate on each domain's own meta-test, at the choices made on the union.
+
+    A multi-domain run (``data.test = "glyphs+icons"``) reports the union's meta-test with
+    :func:`compare`; this adds one table per domain, the domain's classes only, so a method
+    that serves one domain well and the other badly shows it. Nothing is chosen again:
+    the tuned protocol runs at the rate and head that ``methods`` chose on the union's
+    meta-val (what the shipped model is used with), and the prototype protocol needs no
+    choice. The tasks use ``settings.test_tasks`` and ``settings.test_seed`` on each
+    domain's classes.
+
+    Args:
+        candidates: what :func:`compare` was given, in the same order as ``methods``.
+        methods: :func:`compare`'s results on the union.
+        test: the union's meta-test split (its ``domains`` name each class's domain).
+        n_way: classes per task.
+        q_query: query images per class.
+        settings: task count, seed, fine-tuning steps and protocols (only those of
+            :data:`DOMAIN_PROTOCOLS` run).
+        device: where to run (default: CUDA when present).
+
+    Returns:
+        Domain -> one :class:`MethodResult` per candidate (``results`` holds the protocols
+        of :data:`DOMAIN_PROTOCOLS` that ran); empty for a single-domain split. A domain
+        with fewer than ``n_way`` meta-test classes is left out with a warning.
+    """
+    out: dict[str, list[MethodResult]] = {}
+    for domain, part in test.by_domain().items():
+        if part.num_classes < n_way:
+            logger.warning(
+                "meta-test of domain %s skipped: %d classes, %d-way tasks need %d",
+                domain,
+                part.num_classes,
+                n_way,
+                n_way,
+            )
+            continue
+        rows: list[MethodResult] = []
+        for cand, union in zip(candidates, methods, strict=True):
+            method = MethodResult(cand.name, cand.note)
+            rows.append(method)
+            if cand.model is None:
+                continue
+            logger.info(
+                "meta-test %s on domain %s (%d classes)", cand.name, domain, part.num_classes
+            )
+            for k, tuned in union.results.get("tuned", {}).items():
+                if "tuned" in settings.protocols and tuned.lr is not None:
+                    result = _domain_eval(
+                        cand.model,
+                        part,
+                        n_way,
+                        k,
+                        q_query,
+                        settings,
+                        device,
+                        lr=tuned.lr,
+                        head=tuned.head,
+                    )
+                    method.results.setdefault("tuned", {})[k] = ProtocolResult(
+                        "tuned", result, tuned.lr, tuned.head, {}, tuned.at_edge
+                    )
+            for k in union.results.get("proto", {}) if "proto" in settings.protocols else {}:
+                result = _domain_eval(cand.model, part, n_way, k, q_query, settings, device)
+                method.results.setdefault("proto", {})[k] = ProtocolResult(
+                    "proto", result, None, "none", {}
+                )
+        out[domain] = rows
+    return out
+
+
+def _domain_eval(
+    model: Classifier,
+    data: ClassImages,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    settings: ProtocolSettings,
+    device: torch.device | str | None,
+    *,
+    lr: float | None = None,
+    head: str = "none",
+) -> EvalResult:
+    """Prototype accuracy (``lr`` None) or fine-tuned accuracy at ``lr``/``head`` on ``data``."""
+    return evaluate(
+        model,
+        data,
+        n_way=n_way,
+        k_shot=k_shot,
+        q_query=q_query,
+        n_tasks=settings.test_tasks,
+        mode="proto" if lr is None else "finetune",
+        head=cast(HeadInit, "learned" if lr is None else head),
+        steps=settings.steps,
+        lr=PUBLISHED_LR if lr is None else lr,
+        seed=settings.test_seed,
+        device=device,
+    )
 
 
 def verdict(methods: Sequence[MethodResult], ship: str = "best") -> Verdict | None:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,14 @@ from free_common.protocols import PROTOCOLS, ProtocolSettings
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import demo_private_key
 from server.comparison import (
+    DOMAIN_PROTOCOLS,
     SHIP_CHOICES,
     Candidate,
     MethodResult,
     Verdict,
     average_candidate,
     best_owner_candidate,
+    by_domain,
     compare,
     random_candidate,
     verdict,
@@ -472,6 +474,11 @@ def compare_methods(
         q_query=ev.q_query,
         settings=ps,
     )
+    return methods, accuracy_rows(methods, protocols)
+
+
+def accuracy_rows(methods: list[MethodResult], protocols: Sequence[str]) -> list[AccuracyRow]:
+    """The report's rows (protocol x method, in :data:`PROTOCOLS` order) of some results."""
     rows: list[AccuracyRow] = []
     for protocol in PROTOCOLS:
         if protocol not in protocols:
@@ -490,7 +497,26 @@ def compare_methods(
                     },
                 )
             )
-    return methods, rows
+    return rows
+
+
+def compare_domains(
+    candidates: list[Candidate],
+    methods: list[MethodResult],
+    config: FreeConfig,
+    settings: FederationSettings,
+    test_data: ClassImages,
+) -> dict[str, list[AccuracyRow]]:
+    """Each domain's own meta-test rows in a multi-domain run (empty for one domain).
+
+    The choices stay those made on the union's meta-val (:func:`server.comparison.by_domain`).
+    """
+    ev = config.eval
+    ps = settings.protocol_settings(test_tasks=ev.test_tasks, test_seed=ev.seed)
+    found = by_domain(
+        candidates, methods, test_data, n_way=ev.n_way, q_query=ev.q_query, settings=ps
+    )
+    return {domain: accuracy_rows(rows, DOMAIN_PROTOCOLS) for domain, rows in found.items()}
 
 
 def server_signing_key(path: str, out_dir: Path) -> Ed25519PrivateKey:
@@ -671,10 +697,12 @@ def make_finisher(
         candidates = comparison_candidates(result, pool, settings, config, val_data)
         methods: list[MethodResult] = []
         rows: list[AccuracyRow] = []
+        domain_rows: dict[str, list[AccuracyRow]] = {}
         if test_data is None:
             logger.warning(NOTHING_EVALUATED)
         else:
             methods, rows = compare_methods(candidates, settings, config, val_data, test_data)
+            domain_rows = compare_domains(candidates, methods, config, settings, test_data)
         judged = verdict(methods, settings.export_ship) if methods else None
         if judged is not None:
             margin = judged.free_margin
@@ -685,6 +713,7 @@ def make_finisher(
         data = ReportData(
             title="FREE-Fed run report",
             rows=rows,
+            domain_rows=domain_rows,
             n_way=config.eval.n_way,
             n_tasks=config.eval.test_tasks,
             curve=[] if result is None else meta_val_curve(result.history),
@@ -723,6 +752,9 @@ def make_finisher(
             "table": format_table(rows, config.eval.n_way) if rows else NOTHING_EVALUATED,
             "verdict": None if judged is None else judged.to_dict(),
             "rows": [dataclasses.asdict(r) for r in rows],
+            "domain_rows": {
+                d: [dataclasses.asdict(r) for r in rs] for d, rs in domain_rows.items()
+            },
             "report": {k: str(v) for k, v in paths.items()},
             "export": artefacts,
             "best_iteration": None if result is None else result.best_iteration,

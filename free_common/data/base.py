@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,21 @@ class ClassImages:
         order = np.argsort(self.labels, kind="stable")
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return [idx.astype(np.int64) for idx in np.split(order, np.cumsum(counts)[:-1])]
+
+    def by_domain(self) -> dict[str, ClassImages]:
+        """Each domain's classes as their own split, in order of first appearance.
+
+        Empty when the split holds one domain (``domains`` empty or all equal): there is
+        nothing to split. Each part is named ``"<name>[<domain>]"``.
+        """
+        order = list(dict.fromkeys(self.domains))
+        if len(order) < 2:
+            return {}
+        parts: dict[str, ClassImages] = {}
+        for domain in order:
+            part = self.subset([c for c, d in enumerate(self.domains) if d == domain])
+            parts[domain] = dataclasses.replace(part, name=f"{self.name}[{domain}]")
+        return parts
 
     def subset(self, classes: list[int] | tuple[int, ...]) -> ClassImages:
         """The images of ``classes`` only, relabelled 0..len(classes)-1 in the given order."""

@@ -80,7 +80,7 @@ def screen_teacher(
     problem = _structural_problem(teacher, max_classes)
     if problem:
         return ScreeningResult(teacher.teacher_id, False, nan, nan, problem)
-    fp = measure_teacher(teacher, probes, config)
+    fp = measure_teacher(teacher, probes, config, probe_domains)
     findings = tuple(teacher_findings(fp, config, probe_domains))
     accuracy = fp.recovery.accuracy if fp.recovery is not None else nan
     confidence = fp.recovery.confidence if fp.recovery is not None else nan

@@ -5,7 +5,9 @@ Checks of one teacher (:func:`teacher_findings`):
 - ``logit_range``: its logits on the probes exceed ``max_logit`` (scaled weights, e.g.
   model replacement, or broken normalisation);
 - ``recovery``: its classes cannot be recovered confidently (random, shuffled or
-  corrupted weights; a model that answers one class);
+  corrupted weights; a model that answers one class). With probes of several domains,
+  the recovery from the domain where the teacher does best is judged: an honest model of
+  one domain is pushed to its classes less easily from another domain's images;
 - ``constant_output``: it gives one class to nearly every probe, confidently (mean
   probability of its favourite class over the probes). When the probes come from several
   domains (a ``glyphs+icons`` meta-val), it must do so on the probes of every domain: a
@@ -44,7 +46,7 @@ import numpy.typing as npt
 import torch
 
 from free_common.config import ScreeningConfig
-from free_common.free.trust.fingerprint import Fingerprint
+from free_common.free.trust.fingerprint import Fingerprint, recovery_passes
 
 __all__ = [
     "CHECKS",
@@ -109,9 +111,7 @@ def teacher_findings(
         ]
     found = []
     rec = fp.recovery
-    if rec is not None and not (
-        rec.accuracy >= config.min_accuracy and rec.confidence >= config.min_confidence
-    ):
+    if rec is not None and not recovery_passes(rec, config):
         found.append(
             Finding(
                 "recovery",

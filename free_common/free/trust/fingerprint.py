@@ -14,7 +14,7 @@ from torch import Tensor
 from free_common.config import ScreeningConfig
 from free_common.free.teachers import Teacher
 from free_common.free.trust.probes import teacher_logits
-from free_common.free.trust.recovery import Recovery, recover_from_probes
+from free_common.free.trust.recovery import Recovery, best_recovery
 
 __all__ = ["SKETCH_SIZE", "Fingerprint", "measure_teacher", "weight_norm", "weight_sketch"]
 
@@ -111,22 +111,31 @@ def weight_sketch(teacher: Teacher, size: int = SKETCH_SIZE) -> Tensor:
     return (total / length if float(length) > 0 else total).float()
 
 
-def measure_teacher(teacher: Teacher, probes: Tensor, config: ScreeningConfig) -> Fingerprint:
+def measure_teacher(
+    teacher: Teacher,
+    probes: Tensor,
+    config: ScreeningConfig,
+    probe_domains: Tensor | None = None,
+) -> Fingerprint:
     """Measure ``teacher`` on ``probes`` (N, C, H, W in [0, 1]) as ``config`` says.
 
     The recovery is skipped when the probe logits are out of ``config.max_logit`` (the
     teacher is excluded for that alone, and inverting an exploding network is pointless).
+    With ``probe_domains`` ((N,) domain index of each probe, several domains), the recovery
+    is the best of one per domain (:func:`~free_common.free.trust.recovery.best_recovery`).
     """
     started = time.perf_counter()
     logits = teacher_logits(teacher, probes)
     recovery = None
     if _max_abs(logits) <= config.max_logit:
-        recovery = recover_from_probes(
+        recovery = best_recovery(
             teacher,
             probes,
+            probe_domains,
             steps=config.steps,
             per_class=config.images_per_class,
             lr=config.recovery_lr,
+            passes=lambda r: recovery_passes(r, config),
         )
     return Fingerprint(
         teacher.teacher_id,
@@ -145,3 +154,8 @@ def _max_abs(logits: Tensor) -> float:
     if not bool(torch.isfinite(logits).all()):
         return math.inf
     return float(logits.abs().max()) if logits.numel() else 0.0
+
+
+def recovery_passes(recovery: Recovery, config: ScreeningConfig) -> bool:
+    """Whether a recovery meets ``config``'s accuracy and confidence limits."""
+    return recovery.accuracy >= config.min_accuracy and recovery.confidence >= config.min_confidence

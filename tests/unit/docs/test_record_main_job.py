@@ -23,6 +23,7 @@ def _run(
     seconds: int = 681,
     exit_code: int = 0,
     rows: list[dict[str, object]] | None = None,
+    domain_rows: dict[str, list[dict[str, object]]] | None = None,
 ) -> Path:
     out = tmp_path / f"main-{seed}" / "out"
     out.mkdir(parents=True)
@@ -35,6 +36,8 @@ def _run(
         "rows": rows if rows is not None else _rows(0.70, 0.60, 0.65),
         "table": TABLE,
     }
+    if domain_rows is not None:
+        summary["domain_rows"] = domain_rows
     (out / "summary.json").write_text(json.dumps(summary))
     timing = {"flwr_run_s": seconds, "exit_code": exit_code, "owners": 3, "cpus": 2}
     (out / "timing.json").write_text(json.dumps(timing))
@@ -96,3 +99,24 @@ def test_another_configuration_is_recorded_under_its_own_stem(tmp_path: Path):
         record_main_job.main([str(_run(tmp_path)), "--out", str(results), "--stem", "mixed"]) == 0
     )
     assert {p.name for p in results.iterdir()} == {"mixed.json", "mixed.md", "mixed_headline.md"}
+
+
+def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
+    domains = [
+        {"glyphs": _rows(0.80, 0.70, 0.75), "icons": _rows(0.50 + d, 0.55, 0.52)}
+        for d in (0.0, 0.02)
+    ]
+    runs = [_run(tmp_path, seed=s, domain_rows=domains[s]) for s in (0, 1)]
+    results = tmp_path / "results"
+    assert record_main_job.main([*map(str, runs), "--out", str(results)]) == 0
+    record = json.loads((results / "main_job.json").read_text())
+    assert list(record["domains"]) == ["glyphs", "icons"]
+    icons = record["domains"]["icons"]["table"]["proto"]["FREE"]["1"]
+    assert icons["seeds"] == [50.0, 52.0] and icons["worst"] == 50.0
+    text = (results / "main_job.md").read_text()
+    assert "Meta-test of the icons classes alone" in text
+    assert "| prototypes (device) | FREE | 51.00 ± 1.41 (50.00) [1.00] |" in text
+    # a single-domain run has no such table
+    single = tmp_path / "single"
+    assert record_main_job.main([str(_run(single)), "--out", str(single / "r")]) == 0
+    assert "alone" not in (single / "r" / "main_job.md").read_text()

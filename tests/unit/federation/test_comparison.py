@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from free_common.data.sources import union
+from free_common.evaluation import evaluate
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import ModelSpec, build_model
 from free_common.protocols import ProtocolSettings
@@ -10,6 +12,7 @@ from server.comparison import (
     MethodResult,
     average_candidate,
     best_owner_candidate,
+    by_domain,
     compare,
     random_candidate,
     verdict,
@@ -83,6 +86,43 @@ def test_compare_runs_every_protocol_on_the_same_tasks_and_scores_on_meta_val() 
     ]
     assert random_row.val_score == pytest.approx(sum(best_val) / 2)
     assert missing.results == {} and missing.val_score is None
+
+
+def test_each_domain_is_meta_tested_alone_at_the_choice_made_on_the_union() -> None:
+    glyphs, icons = blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)
+    test = union([glyphs, icons], ["glyphs", "icons"])
+    settings = ProtocolSettings(
+        test_tasks=3, val_tasks=2, lrs=(0.01, 0.3), heads=("zero",), protocols=("tuned", "proto")
+    )
+    cands = [random_candidate(SPEC, 0), average_candidate(InMemoryTeachers([]), SPEC)]
+    methods = compare(cands, test, test, n_way=4, shots=(1,), q_query=2, settings=settings)
+    found = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings)
+    assert list(found) == ["glyphs", "icons"]
+    random_row, missing = found["icons"]
+    assert missing.results == {}  # a candidate without a model stays empty
+    tuned = random_row.results["tuned"][1]
+    chosen = methods[0].results["tuned"][1]
+    assert (tuned.lr, tuned.head) == (chosen.lr, chosen.head)  # nothing chosen again
+    alone = evaluate(
+        cands[0].model,  # type: ignore[arg-type]
+        test.by_domain()["icons"],
+        n_way=4,
+        k_shot=1,
+        q_query=2,
+        n_tasks=3,
+        mode="finetune",
+        head=chosen.head,  # type: ignore[arg-type]
+        lr=chosen.lr,  # type: ignore[arg-type]
+        seed=settings.test_seed,
+    )
+    assert tuned.result.accuracies.tolist() == alone.accuracies.tolist()
+    assert set(random_row.results["proto"]) == {1}
+    # one domain: nothing to add; a domain narrower than the tasks is left out
+    assert by_domain(cands, methods, glyphs, n_way=4, q_query=2, settings=settings) == {}
+    narrow = union([blob_split(num_classes=3), icons], ["glyphs", "icons"])
+    assert list(by_domain(cands, methods, narrow, n_way=4, q_query=2, settings=settings)) == [
+        "icons"
+    ]
 
 
 def _scores(**scores: float) -> list[MethodResult]:

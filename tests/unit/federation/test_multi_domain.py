@@ -43,6 +43,19 @@ def test_union_offsets_labels_and_names_classes_by_source() -> None:
         union([_set("a", 2)], ["x", "y"])
 
 
+def test_a_union_splits_back_into_its_domains_in_order() -> None:
+    joined = union([_set("a", 2), _set("b", 3)], ["glyphs", "icons"])
+    parts = joined.by_domain()
+    assert list(parts) == ["glyphs", "icons"]
+    icons = parts["icons"]
+    assert icons.name == "glyphs+icons[icons]" and icons.num_classes == 3
+    assert icons.class_names == ("icons/c0", "icons/c1", "icons/c2")
+    assert icons.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert icons.domains == ("icons",) * 3
+    assert _set("a", 2).by_domain() == {}  # one domain: nothing to split
+    assert icons.by_domain() == {}
+
+
 def test_a_missing_folder_in_a_mix_is_named(tmp_path: Path) -> None:
     mix = DataSource.parse(f"glyphs+folder:{tmp_path / 'missing'}")
     with pytest.raises(DatasetError, match="missing"):

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,21 @@ def test_owner_story_tells_status_reason_and_draws(tmp_path: Path) -> None:
     assert "3 pooled models: 1 accepted, 1 screened out, 1 suspected; FREE drew teachers 4" in text
     assert f"| eve | t3 | conv4 | screened out | {copy} | 0 |" in text
     assert owner_story(models[:1], {}, [])[0]["status"] == "not screened"
+
+
+def test_a_multi_domain_report_has_a_table_per_domain(tmp_path: Path) -> None:
+    rows = [AccuracyRow("FREE", {1: (0.5, 0.01)}, protocol="tuned")]
+    domains = {
+        "glyphs": [AccuracyRow("FREE", {1: (0.61, 0.02)}, protocol="tuned")],
+        "icons": [AccuracyRow("FREE", {1: (0.42, 0.03)}, protocol="proto")],
+    }
+    paths = write_report(ReportData("t", rows, 5, 10, domain_rows=domains), tmp_path)
+    text = paths["markdown"].read_text()
+    section = text.split("## Meta-test by domain", 1)[1]
+    assert section.index("**glyphs**") < section.index("**icons**")
+    assert "| tuned | FREE | 61.00 ± 2.00 |" in section
+    assert "| prototypes (device) | FREE | 42.00 ± 3.00 |" in section
+    record = json.loads(paths["json"].read_text())
+    assert record["domain_rows"]["icons"][0]["shots"] == {"1": [0.42, 0.03]}
+    single = write_report(ReportData("t", rows, 5, 10), tmp_path / "one")["markdown"]
+    assert "by domain" not in single.read_text()

@@ -19,14 +19,19 @@ from free_common.free.trust.checks import (
     teacher_findings,
     top_class_share,
 )
-from free_common.free.trust.fingerprint import Fingerprint, measure_teacher, weight_sketch
+from free_common.free.trust.fingerprint import (
+    Fingerprint,
+    measure_teacher,
+    recovery_passes,
+    weight_sketch,
+)
 from free_common.free.trust.probes import (
     TrustError,
     probe_domains,
     probe_images,
     teacher_logits,
 )
-from free_common.free.trust.recovery import Recovery, recover_from_probes
+from free_common.free.trust.recovery import Recovery, best_recovery, recover_from_probes
 from tests.unit.free.synthetic import random_teacher, tiny_spec
 
 CFG = ScreeningConfig(probe_images=40)
@@ -84,6 +89,37 @@ def test_recovery_separates_a_trained_teacher_from_a_random_one(
     assert random.confidence < 0.45
     with pytest.raises(TrustError):
         recover_from_probes(teachers[0], probes, steps=0, per_class=4, lr=0.5)
+
+
+def test_with_several_probe_domains_the_best_domains_recovery_is_judged(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    """A teacher is pushed to its classes from its own domain's probes, not from blanks."""
+    own = probe_images(val_split, 12)
+    probes = torch.cat([torch.full_like(own, 0.5), own])  # domain 0: flat grey images
+    domains = torch.tensor([0] * 12 + [1] * 12)
+    teacher = teachers[0]
+
+    def recover(images: torch.Tensor) -> Recovery:
+        return recover_from_probes(teacher, images, steps=10, per_class=4, lr=0.5)
+
+    def best(domain_index: torch.Tensor | None, images: torch.Tensor = probes) -> Recovery:
+        passes = lambda r: recovery_passes(r, CFG)  # noqa: E731
+        return best_recovery(
+            teacher, images, domain_index, steps=10, per_class=4, lr=0.5, passes=passes
+        )
+
+    each = [recover(probes[domains == d]) for d in (0, 1)]
+    rank = [(recovery_passes(r, CFG), r.confidence, r.accuracy) for r in each]
+    winner = 1 if rank[1] > rank[0] else 0
+    chosen = best(domains)
+    assert chosen.domain == winner
+    assert (chosen.accuracy, chosen.confidence) == (each[winner].accuracy, each[winner].confidence)
+    # one domain, or none given: one recovery from every probe, no domain recorded
+    alone = best(None, own)
+    assert alone.domain == -1 and alone.confidence == recover(own).confidence
+    fp = measure_teacher(teacher, probes, CFG, domains)
+    assert fp.recovery is not None and fp.recovery.domain == chosen.domain
 
 
 def test_measure_skips_recovery_when_logits_explode(
