@@ -127,6 +127,11 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("compare.lrs", "0.03,0.1,0.3", "the tuned protocol's fine-tuning rates"),
             Key("compare.heads", "zero,proto", "the tuned protocol's head starts"),
             Key("compare.best-owner", True, "compare with the best single owner's model"),
+            Key(
+                "compare.domain-tasks",
+                300,
+                "meta-test tasks on each domain's classes alone in a multi-domain run (0: none)",
+            ),
             Key("fault.partitions", "", 'test hook: "1=raise,2=sleep:60,3=exit:1"'),
             *(
                 Key(f"free.{name}", -1, _PRESET_PLACEHOLDER)

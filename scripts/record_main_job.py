@@ -65,6 +65,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "verdict": summary.get("verdict"),
         "rows": summary["rows"],
         "domain_rows": summary.get("domain_rows", {}),
+        "domain_tasks": summary["settings"].get(
+            "compare_domain_tasks", config["eval"]["test_tasks"]
+        ),
         "table": summary["table"],
     }
 
@@ -153,8 +156,9 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     for domain, by_domain in agg.get("domains", {}).items():
         lines += [
             "",
-            f"Meta-test of the {domain} classes alone (the tuned protocol at the rate chosen "
-            "on the union's meta-val), same statistics:",
+            f"Meta-test of the {domain} classes alone, {first['domain_tasks']} tasks per method, "
+            "protocol and shot (the tuned protocol at the rate chosen on the union's "
+            "meta-val), same statistics:",
             "",
             *table_lines(by_domain),
         ]

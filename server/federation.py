@@ -134,6 +134,8 @@ class FederationSettings:
         compare_lrs: the tuned protocol's fine-tuning rates.
         compare_heads: the tuned protocol's head starts.
         compare_best_owner: include the best single owner's model in the comparison.
+        compare_domain_tasks: meta-test tasks on each domain's own classes in a multi-domain
+            run (0: the union's meta-test only).
         preset: the FREE preset named by the run config (recorded with the results).
         seed: run seed.
     """
@@ -160,6 +162,7 @@ class FederationSettings:
     compare_lrs: tuple[float, ...] = _rates(DEFAULTS.get_str("compare.lrs"))
     compare_heads: tuple[str, ...] = _words(DEFAULTS.get_str("compare.heads"))
     compare_best_owner: bool = DEFAULTS.get_bool("compare.best-owner")
+    compare_domain_tasks: int = DEFAULTS.get_int("compare.domain-tasks")
     preset: str = DEFAULTS.get_str("preset")
     seed: int = DEFAULTS.get_int("seed")
 
@@ -183,6 +186,10 @@ class FederationSettings:
         if unknown or not self.compare_heads:
             raise SettingsError(
                 f"compare.heads: {list(self.compare_heads)}, expected some of {', '.join(HEADS)}"
+            )
+        if self.compare_domain_tasks < 0:
+            raise SettingsError(
+                f"compare.domain-tasks must be >= 0, got {self.compare_domain_tasks}"
             )
         if not self.compare_lrs or min(self.compare_lrs) <= 0:
             raise SettingsError(f"compare.lrs must be positive rates, got {self.compare_lrs}")
@@ -230,6 +237,7 @@ class FederationSettings:
                 compare_lrs=_rates(c.get_str("compare.lrs")),
                 compare_heads=_words(c.get_str("compare.heads")),
                 compare_best_owner=c.get_bool("compare.best-owner"),
+                compare_domain_tasks=c.get_int("compare.domain-tasks"),
                 preset=c.get_str("preset"),
                 seed=c.get_int("seed"),
             )
@@ -509,10 +517,13 @@ def compare_domains(
 ) -> dict[str, list[AccuracyRow]]:
     """Each domain's own meta-test rows in a multi-domain run (empty for one domain).
 
-    The choices stay those made on the union's meta-val (:func:`server.comparison.by_domain`).
+    The choices stay those made on the union's meta-val (:func:`server.comparison.by_domain`),
+    on ``compare.domain-tasks`` tasks per domain (none when it is 0).
     """
+    if settings.compare_domain_tasks == 0:
+        return {}
     ev = config.eval
-    ps = settings.protocol_settings(test_tasks=ev.test_tasks, test_seed=ev.seed)
+    ps = settings.protocol_settings(test_tasks=settings.compare_domain_tasks, test_seed=ev.seed)
     found = by_domain(
         candidates, methods, test_data, n_way=ev.n_way, q_query=ev.q_query, settings=ps
     )
@@ -714,6 +725,7 @@ def make_finisher(
             title="FREE-Fed run report",
             rows=rows,
             domain_rows=domain_rows,
+            domain_tasks=settings.compare_domain_tasks,
             n_way=config.eval.n_way,
             n_tasks=config.eval.test_tasks,
             curve=[] if result is None else meta_val_curve(result.history),

@@ -66,6 +66,7 @@ class ReportData:
     n_way: int
     n_tasks: int
     domain_rows: dict[str, list[AccuracyRow]] = field(default_factory=dict)
+    domain_tasks: int = 0
     curve: list[tuple[int, float]] = field(default_factory=list)
     pool: dict[str, Any] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -288,7 +289,7 @@ def _domains_section(data: ReportData) -> list[str]:
     lines = [
         "## Meta-test by domain",
         "",
-        f"Each domain's meta-test classes alone, {data.n_tasks} tasks; the tuned protocol at "
+        f"Each domain's meta-test classes alone, {data.domain_tasks} tasks; the tuned protocol at "
         "the rate and head each method chose on the union's meta-val.",
         "",
     ]

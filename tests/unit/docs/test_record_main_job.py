@@ -114,7 +114,7 @@ def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
     icons = record["domains"]["icons"]["table"]["proto"]["FREE"]["1"]
     assert icons["seeds"] == [50.0, 52.0] and icons["worst"] == 50.0
     text = (results / "main_job.md").read_text()
-    assert "Meta-test of the icons classes alone" in text
+    assert "Meta-test of the icons classes alone, 600 tasks" in text
     assert "| prototypes (device) | FREE | 51.00 ± 1.41 (50.00) [1.00] |" in text
     # a single-domain run has no such table
     single = tmp_path / "single"

@@ -163,6 +163,7 @@ def test_no_scores_no_verdict_and_a_bad_switch_is_refused() -> None:
         ("compare.protocols", "tuned,fixed"),
         ("compare.heads", "wide"),
         ("compare.val-tasks", 0),
+        ("compare.domain-tasks", -1),
     ],
 )
 def test_bad_comparison_settings_are_refused_when_the_run_config_is_read(

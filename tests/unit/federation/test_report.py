@@ -85,9 +85,12 @@ def test_a_multi_domain_report_has_a_table_per_domain(tmp_path: Path) -> None:
         "glyphs": [AccuracyRow("FREE", {1: (0.61, 0.02)}, protocol="tuned")],
         "icons": [AccuracyRow("FREE", {1: (0.42, 0.03)}, protocol="proto")],
     }
-    paths = write_report(ReportData("t", rows, 5, 10, domain_rows=domains), tmp_path)
+    paths = write_report(
+        ReportData("t", rows, 5, 10, domain_rows=domains, domain_tasks=7), tmp_path
+    )
     text = paths["markdown"].read_text()
     section = text.split("## Meta-test by domain", 1)[1]
+    assert "classes alone, 7 tasks" in section
     assert section.index("**glyphs**") < section.index("**icons**")
     assert "| tuned | FREE | 61.00 ± 2.00 |" in section
     assert "| prototypes (device) | FREE | 42.00 ± 3.00 |" in section
