@@ -49,6 +49,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if timing.get("exit_code") != 0:
         raise RunError(f"{run_dir}: flwr run exited with code {timing.get('exit_code')}")
     config = summary["free_config"]
+    owners = _owners(out / "report" / "report.json")
     return {
         "run": run_dir.name,
         "seed": summary["settings"]["seed"],
@@ -63,6 +64,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "test_tasks": config["eval"]["test_tasks"],
         "best_iteration": summary.get("best_iteration"),
         "verdict": summary.get("verdict"),
+        "screening": owners,
         "rows": summary["rows"],
         "domain_rows": summary.get("domain_rows", {}),
         "domain_tasks": summary["settings"].get(
@@ -70,6 +72,38 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         ),
         "table": summary["table"],
     }
+
+
+def _owners(report: Path) -> dict[str, Any] | None:
+    """Screening's verdict on the run's owners (the report's owner story), or None without it.
+
+    Returns:
+        ``{"counts": {status: n}, "not_accepted": [{owner, arch, status, why}]}``.
+    """
+    if not report.is_file():
+        return None
+    rows = json.loads(report.read_text()).get("owners", [])
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    others = [
+        {k: row[k] for k in ("owner", "arch", "status", "why")}
+        for row in rows
+        if row["status"] != "accepted"
+    ]
+    return {"counts": counts, "not_accepted": others}
+
+
+def screening_cell(screening: dict[str, Any] | None) -> str:
+    """One table cell: how many owners each screening status holds, and who was not accepted."""
+    if screening is None:
+        return "not recorded"
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(screening["counts"].items()))
+    who = "; ".join(
+        f"{r['owner']} ({r['arch']}, {r['status']}: {r['why'].replace('|', '/')})"
+        for r in screening["not_accepted"]
+    )
+    return counts + (f": {who}" if who else "")
 
 
 def aggregate_domains(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -135,15 +169,17 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
         f"{first['free_iterations']} iterations; {first['test_tasks']} meta-test tasks per "
         f"method, protocol and shot; {first['cpus']} cores{'; ' + note if note else ''}.",
         "",
-        "| seed | `flwr run` | best iteration | the run's meta-val verdict |",
-        "|---|---|---|---|",
+        "| seed | `flwr run` | owners after screening | best iteration | the run's meta-val "
+        "verdict |",
+        "|---|---|---|---|---|",
     ]
     for r in runs:
         within = "within" if r["within_budget"] else "OVER"
         line = (r.get("verdict") or {}).get("line", "no verdict")
         lines.append(
             f"| {r['seed']} | {r['flwr_run_s']} s ({r['flwr_run_s'] / 60:.1f} min, {within} "
-            f"{BUDGET_S // 60} min) | {r['best_iteration']} | {line} |"
+            f"{BUDGET_S // 60} min) | {screening_cell(r.get('screening'))} | "
+            f"{r['best_iteration']} | {line} |"
         )
     lines += [
         "",

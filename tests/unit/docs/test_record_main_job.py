@@ -69,6 +69,23 @@ def test_seeds_are_aggregated_with_spread_worst_seed_and_the_goal_per_seed(tmp_p
     assert "5-shot" in text and "meta-val: FREE is best (seed 2)" in text
     assert "| tuned | FREE | 69.33 ± 3.06 (66.00) [1.00] |" in text
     assert "FREE `xkd-cpu` preset" in text
+    assert "| not recorded |" in text  # runs without a report: screening unknown, not zero
+
+
+def test_screening_is_recorded_per_seed_from_the_runs_report(tmp_path: Path):
+    run = _run(tmp_path)
+    owners = [
+        {"owner": "o1", "arch": "conv4", "status": "accepted", "why": ""},
+        {"owner": "o2", "arch": "resnet18", "status": "screened out", "why": "confidence 0.4"},
+    ]
+    (run / "out" / "report").mkdir()
+    (run / "out" / "report" / "report.json").write_text(json.dumps({"owners": owners}))
+    results = tmp_path / "results"
+    assert record_main_job.main([str(run), "--out", str(results)]) == 0
+    record = json.loads((results / "main_job.json").read_text())
+    assert record["runs"][0]["screening"]["counts"] == {"accepted": 1, "screened out": 1}
+    text = (results / "main_job.md").read_text()
+    assert "| 1 accepted, 1 screened out: o2 (resnet18, screened out: confidence 0.4) |" in text
 
 
 def test_a_run_time_over_budget_is_said(tmp_path: Path):
