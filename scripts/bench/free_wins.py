@@ -15,7 +15,12 @@ Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
 Baselines come from the same code as the main job's (:mod:`server.comparison`). Pools are
 those of ``scripts.bench.accuracy`` (100 teachers, pool seed 0, cached on disk): ``single``
-(Conv4) and ``multi`` (Conv4, ResNet-10, ResNet-18).
+(Conv4) and ``multi`` (Conv4, ResNet-10, ResNet-18); and ``mixed``, the paper's
+multi-domain setting: half the teachers are Conv4 glyph owners (grey), half Conv4 icon
+owners (RGB), and the meta-learner is RGB. FREE inverts each teacher at its own input and
+selects on the union of the two meta-val sets; each domain's settings (``glyphs-*``,
+``icons-*``) are meta-tested on that domain's meta-test, at the learner's input, with the
+tuned protocol's choice made on that domain's meta-val.
 
 Resumable: one unit per (pool, method, seed, setting) under
 ``scripts/results/free_wins_units/<preset>/``, written when it finishes and never run again;
@@ -52,8 +57,9 @@ import torch
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.data.registry import load_split as load_dataset
+from free_common.data.sources import DataSource
 from free_common.free.meta_learner import learner_spec
-from free_common.free.teachers import InMemoryTeachers
+from free_common.free.teachers import InMemoryTeachers, default_class_keys
 from free_common.models import Classifier, build_model
 from free_common.protocols import PROTOCOLS, ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record, pick_device
@@ -68,6 +74,7 @@ __all__ = [
     "WinsPreset",
     "free_config",
     "main",
+    "pool_settings",
     "pool_teachers",
     "report",
     "run_unit",
@@ -91,12 +98,29 @@ SETTINGS: dict[str, tuple[str, TaskSetting]] = {
     "glyphs-20w5s": ("glyphs", TaskSetting(20, 5)),
     "fashion-5w1s": ("fashion-mnist", TaskSetting(5, 1)),
     "fashion-5w5s": ("fashion-mnist", TaskSetting(5, 5)),
+    "icons-5w1s": ("icons", TaskSetting(5, 1, 5)),
+    "icons-5w5s": ("icons", TaskSetting(5, 5, 5)),
 }
-"""Setting name -> (meta-test dataset, task family)."""
+"""Setting name -> (meta-test dataset, task family). An icon class holds 10 to 13 images,
+so icon tasks take 5 queries per class (5 shots and 5 queries fit every class)."""
 POOLS: dict[str, tuple[str, ...]] = {
     "single": ("conv4",),
     "multi": ("conv4", "resnet10", "resnet18"),
+    "mixed": ("conv4",),
 }
+"""Pool name -> architectures, cycled over each domain's teachers."""
+POOL_DOMAINS: dict[str, tuple[str, ...]] = {"mixed": ("glyphs", "icons")}
+"""Pools drawn from several domains (teachers dealt evenly, each at its domain's channels)."""
+MIXED_CHANNELS = 3
+"""The meta-learner's channels for a multi-domain pool (icons are RGB)."""
+MIXED_QUERIES = 5
+"""Query images per class of a multi-domain pool's meta-val tasks (FREE's selection, the best
+owner's ranking): with 15, only glyph classes (20 images) could be drawn, not icon classes
+(10 to 13), and the union's meta-val would be the glyphs' alone."""
+POOL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "mixed": ("glyphs-5w1s", "glyphs-5w5s", "icons-5w1s", "icons-5w5s"),
+}
+"""The settings a pool runs when it is not the glyph pools' default list (each domain's own)."""
 GOALS = {"glyphs-5w1s": 4.78, "glyphs-20w1s": 4.78, "glyphs-20w5s": 4.78, "glyphs-5w5s": 1.42}
 """Issue 15's goals: FREE's margin (points) over the best baseline under ``tuned``."""
 
@@ -119,7 +143,7 @@ class WinsPreset:
     pool_epochs: int
     protocols: ProtocolSettings
     tiny: bool = False
-    settings: tuple[str, ...] = tuple(SETTINGS)
+    settings: tuple[str, ...] = tuple(s for s in SETTINGS if not s.startswith("icons"))
 
 
 PRESETS: dict[str, WinsPreset] = {
@@ -144,9 +168,19 @@ PRESETS: dict[str, WinsPreset] = {
 }
 
 
-def free_config(preset: WinsPreset, method: str, seed: int) -> FreeConfig:
-    """The FREE configuration of a trained method at one training seed."""
+def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single") -> FreeConfig:
+    """The FREE configuration of a trained method at one training seed on ``pool``.
+
+    A multi-domain pool's meta-learner is RGB (:data:`MIXED_CHANNELS`) and its meta-val
+    tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
+    """
     config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
+    if pool in POOL_DOMAINS:
+        config = replace(
+            config,
+            meta_learner=replace(config.meta_learner, channels=MIXED_CHANNELS),
+            eval=replace(config.eval, q_query=MIXED_QUERIES),
+        )
     if not preset.tiny:
         return config
     return replace(  # the smoke preset: the method's own update at wiring sizes
@@ -170,16 +204,17 @@ def free_config(preset: WinsPreset, method: str, seed: int) -> FreeConfig:
     )
 
 
-def method_key(preset: WinsPreset, method: str, seed: int) -> str:
+def method_key(preset: WinsPreset, method: str, seed: int, pool: str = "single") -> str:
     """10 hex digits naming what determines ``method``'s model.
 
     That is its FREE config when trained, else the learner's spec. A unit measured under
     another key is measured again.
     """
     if method in TRAINED:
-        what = free_config(preset, method, seed).to_dict()
+        what = free_config(preset, method, seed, pool).to_dict()
     else:
-        what = {"spec": learner_spec(free_config(preset, "free", seed).meta_learner).to_json()}
+        spec = learner_spec(free_config(preset, "free", seed, pool).meta_learner)
+        what = {"spec": spec.to_json()}
     blob = json.dumps({"method": method, **what}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 
@@ -189,17 +224,53 @@ def _unit_path(root: Path, pool: str, method: str, seed: int, setting: str) -> P
 
 
 def pool_teachers(preset: WinsPreset, pool: str, cache_dir: Path) -> InMemoryTeachers:
+    """The pool's teachers; a multi-domain pool's are named ``<domain>-<id>``."""
     spec = learner_spec(free_config(preset, "free", 0).meta_learner)
+    domains = POOL_DOMAINS.get(pool, (preset.dataset,))
     settings = PoolSettings(
         archs=POOLS[pool],
-        teachers=preset.teachers,
+        teachers=max(1, preset.teachers // len(domains)),
         epochs=preset.pool_epochs,
         conv4_width=spec.width,
         **({"resnet_width": 2} if preset.dataset == "synthetic" else {}),
     )
-    data = load_split(preset.dataset, "train")
-    members = build_pool(data, settings, cache_dir=cache_dir / "pools", progress=True)
-    return InMemoryTeachers(teachers_of(members))
+    teachers = []
+    for domain in domains:
+        members = build_pool(
+            _train_split(preset, domain), settings, cache_dir=cache_dir / "pools", progress=True
+        )
+        for t in teachers_of(members):
+            if len(domains) > 1:
+                name = f"{domain}-{t.teacher_id}"
+                t = replace(
+                    t, teacher_id=name, class_keys=default_class_keys(name, len(t.class_keys))
+                )
+            teachers.append(t)
+    return InMemoryTeachers(teachers)
+
+
+def _train_split(preset: WinsPreset, domain: str) -> ClassImages:
+    """A domain's meta-train split at its native input (the pool's dataset for one domain)."""
+    if domain in ("glyphs", "synthetic"):
+        return load_split(domain, "train")
+    return load_dataset(domain, "train")
+
+
+def _val_split(preset: WinsPreset, pool: str, cache: dict[Any, Any]) -> ClassImages:
+    """What FREE selects on and best-owner ranks on: the pool's meta-val, at the learner's input.
+
+    A multi-domain pool's is the union of its domains' meta-val sets (RGB).
+    """
+    key = ("val", pool if pool in POOL_DOMAINS else preset.dataset)
+    if key not in cache:
+        if pool in POOL_DOMAINS:
+            mix = DataSource.parse("+".join(POOL_DOMAINS[pool]))
+            side = learner_spec(free_config(preset, "free", 0, pool).meta_learner).image_size
+            cache[key] = mix.load("val", image_size=side, channels=MIXED_CHANNELS)
+        else:
+            cache[key] = load_split(preset.dataset, "val")
+    data: ClassImages = cache[key]
+    return data
 
 
 def _model(
@@ -213,19 +284,20 @@ def _model(
     teachers: InMemoryTeachers,
 ) -> tuple[Classifier, dict[str, Any]]:
     """The model of ``method`` at ``seed`` (trained ones cached on disk) and what it is."""
-    spec = learner_spec(free_config(preset, "free", seed).meta_learner)
+    spec = learner_spec(free_config(preset, "free", seed, pool).meta_learner)
     if method == "random":
         cand = random_candidate(spec, seed)
     elif method == "average":
         cand = average_candidate(teachers, spec)
     elif method == "best_owner":
+        queries = MIXED_QUERIES if pool in POOL_DOMAINS else 15
         cand = best_owner_candidate(
-            teachers, val, None, n_way=5, k_shot=1, q_query=15, n_tasks=100, seed=7
+            teachers, val, None, n_way=5, k_shot=1, q_query=queries, n_tasks=100, seed=7
         )
     else:
-        key = method_key(preset, method, seed)
+        key = method_key(preset, method, seed, pool)
         work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}-{key}"
-        return _trained(work, preset, method, seed, val, teachers)
+        return _trained(work, preset, method, seed, val, teachers, pool)
     if cand.model is None:
         raise RuntimeError(f"{method}: {cand.note}")
     return cand.model, {"note": cand.note}
@@ -238,8 +310,9 @@ def _trained(
     seed: int,
     val: ClassImages,
     teachers: InMemoryTeachers,
+    pool: str,
 ) -> tuple[Classifier, dict[str, Any]]:
-    config = free_config(preset, method, seed)
+    config = free_config(preset, method, seed, pool)
     final = work / "model.pt"
     if final.is_file():
         saved = torch.load(final, weights_only=False)
@@ -279,8 +352,10 @@ def run_unit(
     """
     path = _unit_path(root, pool, method, seed, setting)
     preset = PRESETS[preset_name]
+    if setting not in pool_settings(preset, pool):
+        raise ValueError(f"the {pool} pool does not run {setting}: {pool_settings(preset, pool)}")
     wanted = tuple(p for p in PROTOCOLS if p in (protocols or preset.protocols.protocols))
-    key = method_key(preset, method, seed)
+    key = method_key(preset, method, seed, pool)
     unit: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if unit and unit.get("method_key") != key:
         logger.warning("%s was measured under another configuration: measuring again", path)
@@ -289,9 +364,7 @@ def run_unit(
     if not missing:
         return unit
     dataset, task = SETTINGS[setting]
-    if ("val", preset.dataset) not in cache:
-        cache[("val", preset.dataset)] = load_split(preset.dataset, "val")
-    val = cache[("val", preset.dataset)]
+    val = _val_split(preset, pool, cache)
     if ("pool", pool) not in cache:
         cache[("pool", pool)] = pool_teachers(preset, pool, cache_dir)
     if ("model", pool, method, seed) not in cache:
@@ -299,11 +372,12 @@ def run_unit(
             cache_dir, preset_name, preset, pool, method, seed, val, cache[("pool", pool)]
         )
     model, info = cache[("model", pool, method, seed)]
-    test = _test_split(preset, dataset, cache)
+    test = _test_split(preset, dataset, cache, val.image_shape)
+    choose_on = val.by_domain().get(dataset, val)  # a multi-domain pool: the domain's meta-val
     t0 = time.perf_counter()
     logger.info("unit %s/%s-s%d/%s: %s", pool, method, seed, setting, ", ".join(missing))
     settings = replace(preset.protocols, protocols=missing)
-    results = meta_test(model, val, test, task, settings, device=pick_device())
+    results = meta_test(model, choose_on, test, task, settings, device=pick_device())
     unit = {
         "pool": pool,
         "method": method,
@@ -331,16 +405,21 @@ def run_unit(
     return unit
 
 
-def _test_split(preset: WinsPreset, dataset: str, cache: dict[Any, Any]) -> ClassImages:
-    key = ("test", dataset)
+def pool_settings(preset: WinsPreset, pool: str) -> tuple[str, ...]:
+    """The settings ``pool`` runs under ``preset`` (each domain's own for a multi-domain pool)."""
+    return POOL_SETTINGS.get(pool, preset.settings)
+
+
+def _test_split(
+    preset: WinsPreset, dataset: str, cache: dict[Any, Any], shape: tuple[int, int, int]
+) -> ClassImages:
+    """``dataset``'s meta-test at the learner's input ``shape`` (C, H, W)."""
+    key = ("test", dataset, shape)
     if key not in cache:
-        if dataset == "glyphs":
+        if dataset == "glyphs" and shape[0] == 1:
             cache[key] = load_split(preset.dataset, "test")
-        else:  # cross-domain, at the learner's input
-            val = cache[("val", preset.dataset)]
-            cache[key] = load_dataset(
-                dataset, "test", image_size=val.image_shape[1], channels=val.image_shape[0]
-            )
+        else:  # another domain, or glyphs for an RGB learner: at the learner's input
+            cache[key] = load_dataset(dataset, "test", image_size=shape[1], channels=shape[0])
     data: ClassImages = cache[key]
     return data
 
@@ -414,6 +493,13 @@ def markdown(rep: dict[str, Any]) -> str:
     ]
     for pool, by_setting in rep["results"].items():
         settings = [s for s in SETTINGS if s in by_setting]
+        if pool in POOL_DOMAINS:
+            lines += [
+                f"**{pool} pool**: {' and '.join(POOL_DOMAINS[pool])} owners in equal numbers, "
+                "RGB meta-learner; each setting on its own domain's meta-test, the tuned "
+                "choice on that domain's meta-val.",
+                "",
+            ]
         for protocol in PROTOCOLS:
             if not any(protocol in by_setting[s] for s in settings):
                 continue
@@ -482,13 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError as err:
         p.error(str(err))
-    settings = [s for s in settings if s in preset.settings]
     cache: dict[Any, Any] = {}
     if not args.report:
         for pool in pools:
             for method in methods:
                 for seed in [0] if method in DETERMINISTIC else seeds:
-                    for setting in settings:
+                    for setting in [s for s in settings if s in pool_settings(preset, pool)]:
                         run_unit(
                             args.preset,
                             pool,

@@ -109,6 +109,8 @@ class PoolSettings:
             image_size=size,
             num_classes=self.classes_per_teacher,
             width=width,
+            mean=(0.5,) * channels,
+            std=(0.5,) * channels,
         )
 
 

@@ -61,3 +61,31 @@ def test_unknown_methods_pools_and_settings_are_refused(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as err:
             bench_free_wins.main(["--preset", "smoke", "--out", str(tmp_path), flag, value])
         assert err.value.code == 2
+
+
+def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Path) -> None:
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    args = [
+        "--preset", "smoke", "--out", str(out), "--cache-dir", str(cache), "--pools", "mixed",
+        "--seeds", "0", "--methods", "free,random,average", "--protocols", "tuned,proto",
+        "--threads", "1",
+    ]  # fmt: skip
+    assert bench_free_wins.main(args) == 0
+    root = out / "free_wins_units" / "smoke" / "mixed"
+    settings = {p.stem for p in root.rglob("*.json")}
+    assert settings == {"glyphs-5w1s", "glyphs-5w5s", "icons-5w1s", "icons-5w5s"}
+    average = json.loads((root / "average-s0" / "icons-5w1s.json").read_text())
+    assert average["model"]["note"].startswith("mean of 1 conv4")  # the RGB icon owner only
+    teachers = bench_free_wins.pool_teachers(bench_free_wins.PRESETS["smoke"], "mixed", cache)
+    ids = teachers.ids()
+    assert [i.split("-")[0] for i in ids] == ["glyphs", "icons"]
+    channels = [teachers.load(i).spec.in_channels for i in ids]
+    assert channels == [1, 3]  # each owner at its domain's channels
+    config = bench_free_wins.free_config(bench_free_wins.PRESETS["smoke"], "free", 0, "mixed")
+    assert config.meta_learner.channels == 3 and config.eval.q_query == 5  # icon classes fit
+    text = (out / "free_wins_smoke.md").read_text()
+    assert "**mixed pool**: glyphs and icons owners" in text
+    with pytest.raises(ValueError, match="does not run fashion-5w1s"):
+        bench_free_wins.run_unit(
+            "smoke", "mixed", "random", 0, "fashion-5w1s", root=out, cache={}, cache_dir=cache
+        )
