@@ -67,13 +67,19 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     out, cache = tmp_path / "results", tmp_path / "cache"
     args = [
         "--preset", "smoke", "--out", str(out), "--cache-dir", str(cache), "--pools", "mixed",
-        "--seeds", "0", "--methods", "free,random,average", "--protocols", "tuned,proto",
+        "--seeds", "0", "--methods", "free,scratch,random,average", "--protocols", "tuned,proto",
         "--threads", "1",
     ]  # fmt: skip
     assert bench_free_wins.main(args) == 0
     root = out / "free_wins_units" / "smoke" / "mixed"
     settings = {p.stem for p in root.rglob("*.json")}
     assert settings == {"glyphs-5w1s", "glyphs-5w5s", "icons-5w1s", "icons-5w5s"}
+    scratch = json.loads((root / "scratch-s0" / "icons-5w1s.json").read_text())
+    assert scratch["model"]["preset"] == "xkd-cpu"  # the default's meta-learning
+    cell = json.loads((out / "free_wins_smoke.json").read_text())["results"]["mixed"]
+    methods = cell["icons-5w1s"]["tuned"]["methods"]
+    best = max(("scratch", "random", "average"), key=lambda m: methods[m]["mean"])
+    assert cell["icons-5w1s"]["tuned"]["margin"]["best_baseline"] == best  # scratch competes
     average = json.loads((root / "average-s0" / "icons-5w1s.json").read_text())
     assert average["model"]["note"].startswith("mean of 1 conv4")  # the RGB icon owner only
     teachers = bench_free_wins.pool_teachers(bench_free_wins.PRESETS["smoke"], "mixed", cache)
