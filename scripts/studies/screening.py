@@ -10,7 +10,9 @@ Parts (each a key of the JSON written to ``<out>/screening.json``, with a markdo
   main job; and the cached benchmark pools of 100 teachers (``scripts.bench.teacher_pool``):
   Conv4, Conv4 + ResNet-10 + ResNet-18, and the mixed pool drawn from a 100-class
   vocabulary with shared class names (the label-agreement check runs there). Goal: none
-  excluded.
+  excluded. Each row carries the teacher's accuracy on its own held-out images, so an
+  exclusion of a model that never learned its classes (a failed local training, which a
+  pool should not use either) is told apart from one of a working model.
 - ``corrupted``: each seed-0 owner with a random initialisation, its weights shuffled
   within each tensor, and Gaussian noise of 1x each tensor's std, screened alone.
 - ``old_criterion``: the screening this replaces (a fresh width-16 generator, 30 Adam
@@ -23,7 +25,9 @@ Parts (each a key of the JSON written to ``<out>/screening.json``, with a markdo
   on backdoored copies of every other one: the share of probes a patch moves, honest
   against backdoored (why no backdoor check is in the screening).
 
-Usage: ``python -m scripts.studies.screening [--seeds 0,1,2] [--out scripts/results]``.
+Usage: ``python -m scripts.studies.screening [--seeds 0,1,2] [--out scripts/results]``;
+``--parts honest`` measures that part again and keeps the others from the JSON already
+there (the summary and the report are rebuilt from all of them).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -123,22 +127,34 @@ def _figures(
     return rows
 
 
+LEARNED = 0.5
+"""Hold-out accuracy from which a 5-way teacher counts as having learned its classes."""
+
+
 def _screen_pool(
-    teachers: list[Teacher], probes: Tensor, config: ScreeningConfig
+    teachers: list[Teacher],
+    probes: Tensor,
+    config: ScreeningConfig,
+    holdout: dict[str, float],
 ) -> tuple[PoolScreen, list[dict[str, Any]]]:
     source = InMemoryTeachers(teachers)
     screen = PoolScreen(config, probes, max_classes=5)
     screen.screen(source.ids(), source.load)
     arch = {t.teacher_id: t.spec.arch for t in teachers}
-    return screen, _figures(screen, source.ids(), arch)
+    rows = _figures(screen, source.ids(), arch)
+    for row in rows:
+        row["holdout_accuracy"] = holdout[row["teacher"]]
+    return screen, rows
 
 
 def measure_honest(seeds: Sequence[int], probes: Tensor, config: ScreeningConfig) -> dict[str, Any]:
     """Verdicts on the main job's owners (per seed) and on the cached benchmark pools."""
     out: dict[str, Any] = {}
     for seed in seeds:
-        teachers = [o.teacher() for o in main_job_owners(seed)]
-        _, rows = _screen_pool(teachers, probes, config)
+        owners = main_job_owners(seed)
+        teachers = [o.teacher() for o in owners]
+        holdout = {t.teacher_id: o.holdout_accuracy for t, o in zip(teachers, owners, strict=True)}
+        _, rows = _screen_pool(teachers, probes, config, holdout)
         out[f"main-job-seed{seed}"] = {"rows": rows}
         logger.info("main job seed %d: %d excluded", seed, sum(not r["accepted"] for r in rows))
     train = load_split("glyphs", "train")
@@ -154,7 +170,8 @@ def measure_honest(seeds: Sequence[int], probes: Tensor, config: ScreeningConfig
             )
             for m in members
         ]
-        screen, rows = _screen_pool(teachers, probes, config)
+        holdout = {m.teacher_id: m.holdout_accuracy for m in members}
+        screen, rows = _screen_pool(teachers, probes, config, holdout)
         entry: dict[str, Any] = {"rows": rows, "shared_names": shared}
         if shared:
             agreements = label_agreements(list(screen.fingerprints.values()))
@@ -367,10 +384,19 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     screen_total = sum(r["seconds"] for r in seed0)
     old = report["old_criterion"]
     cost = report["cost"]
+    learned = [r for r in honest if r.get("holdout_accuracy", 1.0) >= LEARNED]
     return {
         "honest_teachers": len(honest),
         "honest_excluded": sum(not r["accepted"] for r in honest),
         "honest_excluded_ids": [r["teacher"] for r in honest if not r["accepted"]],
+        "honest_excluded_holdout": {
+            r["teacher"]: r["holdout_accuracy"]
+            for r in honest
+            if not r["accepted"] and "holdout_accuracy" in r
+        },
+        "learned_teachers": len(learned),
+        "learned_excluded": sum(not r["accepted"] for r in learned),
+        "failed_teachers": len(honest) - len(learned),
         "by_arch": by_arch,
         "min_label_margin": min(margins) if margins else None,
         "min_label_correlation": min(correlations) if correlations else None,
@@ -392,6 +418,24 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "screening_seconds_main_job_seed0": screen_total,
         "screening_share_of_free_training": screen_total / cost["main_job_free_training_s"],
     }
+
+
+def _learned_lines(s: dict[str, Any]) -> list[str]:
+    """Exclusions among teachers that learned their classes; each excluded one's hold-out.
+
+    Reports written before the hold-out accuracy was recorded give no line.
+    """
+    if "learned_teachers" not in s:
+        return []
+    held = ", ".join(f"{t} {a:.2f}" for t, a in s["honest_excluded_holdout"].items())
+    return [
+        f"Among the {s['learned_teachers']} honest teachers that learned their classes "
+        f"(hold-out accuracy >= {LEARNED} on their own held-out images), "
+        f"**{s['learned_excluded']} excluded**; {s['failed_teachers']} local trainings failed "
+        f"(hold-out below {LEARNED}). Hold-out accuracy of each excluded teacher: "
+        f"{held or 'none excluded'}.",
+        "",
+    ]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -418,6 +462,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"**{s['honest_excluded']} of {s['honest_teachers']} honest teachers excluded** "
         f"{s['honest_excluded_ids'] or ''}.",
         "",
+        *_learned_lines(s),
         "| pool | teachers | excluded | suspected |",
         "|---|---:|---:|---:|",
     ]
@@ -511,36 +556,76 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(seeds: Sequence[int], out: Path) -> dict[str, Any]:
-    """Measure every part and write ``screening.json`` and ``screening.md`` under ``out``."""
+PARTS = ("honest", "corrupted", "old_criterion", "cost", "backdoor_search")
+
+
+def run(seeds: Sequence[int], out: Path, parts: Sequence[str] = PARTS) -> dict[str, Any]:
+    """Measure ``parts`` and write ``screening.json`` and ``screening.md`` under ``out``.
+
+    Parts not measured are kept from the ``screening.json`` already under ``out`` (measured
+    with the same configuration and seeds, else refused); ``seconds`` adds this call's
+    time to theirs.
+
+    Raises:
+        ValueError: an unknown part, or parts to keep without a matching earlier report.
+    """
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}: expected some of {', '.join(PARTS)}")
     started = time.perf_counter()
     torch.set_num_threads(1)
     config = ScreeningConfig()
+    report: dict[str, Any] = {"config": vars(config).copy(), "seeds": list(seeds)}
+    earlier_seconds = 0.0
+    if set(parts) != set(PARTS):
+        earlier = _earlier(out / "screening.json", report)
+        report |= {p: earlier[p] for p in PARTS if p not in parts}
+        earlier_seconds = float(earlier["seconds"])
     val = load_glyphs("val")
     probes = probe_images(val, config.probe_images, seed=0)
-    report: dict[str, Any] = {"config": vars(config).copy(), "seeds": list(seeds)}
-    report["honest"] = measure_honest(seeds, probes, config)
-    report["corrupted"] = measure_corrupted(probes, config)
-    report["old_criterion"] = measure_old_criterion(seeds)
-    report["cost"] = measure_free_iterations(val)
-    report["backdoor_search"] = measure_backdoor_search(probes)
+    measures: dict[str, Callable[[], Any]] = {
+        "honest": lambda: measure_honest(seeds, probes, config),
+        "corrupted": lambda: measure_corrupted(probes, config),
+        "old_criterion": lambda: measure_old_criterion(seeds),
+        "cost": lambda: measure_free_iterations(val),
+        "backdoor_search": lambda: measure_backdoor_search(probes),
+    }
+    for part in PARTS:
+        if part in parts:
+            report[part] = measures[part]()
     report["summary"] = _summary(report)
     report["host"] = host_record(torch.device("cpu"))
-    report["seconds"] = time.perf_counter() - started
+    report["seconds"] = earlier_seconds + time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     (out / "screening.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out / "screening.md").write_text(markdown(report))
     return report
 
 
+def _earlier(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The report under ``path`` whose parts are kept, if it matches ``report``'s settings."""
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: measure every part first (no --parts)")
+    earlier: dict[str, Any] = json.loads(path.read_text())
+    for key in ("config", "seeds"):
+        if earlier.get(key) != report[key]:
+            raise ValueError(f"{path} was measured with another {key}: measure every part")
+    return earlier
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every part; print the headline."""
+    """Run the parts asked for (every part by default); print the headline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to measure")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run([int(s) for s in args.seeds.split(",")], args.out)
+    parts = [p for p in args.parts.split(",") if p]
+    try:
+        report = run([int(s) for s in args.seeds.split(",")], args.out, parts)
+    except ValueError as err:
+        parser.error(str(err))
     s = report["summary"]
     print(
         f"honest excluded: {s['honest_excluded']}/{s['honest_teachers']}; corrupted caught: "
