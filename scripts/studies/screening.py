@@ -438,6 +438,19 @@ def _learned_lines(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _remeasured_lines(report: dict[str, Any]) -> list[str]:
+    """When parts were measured in different runs, which run measured which part."""
+    when = report.get("measured", {})
+    if len(set(when.values())) < 2:
+        return []
+    parts = ", ".join(f"`{p}` {d}" for p, d in when.items())
+    return [
+        f"Parts measured in separate runs (`--parts`): {parts}. Figures that combine parts "
+        "(screening's share of FREE's training) combine runs, possibly on different loads.",
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The human report of a :func:`run` result."""
     s = report["summary"]
@@ -457,6 +470,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"correlation >= {cfg['min_label_correlation']} and margin >= "
         f"{cfg['min_label_margin']} over >= {cfg['min_label_pairs']} pairs.",
         "",
+        *_remeasured_lines(report),
         "## Honest teachers",
         "",
         f"**{s['honest_excluded']} of {s['honest_teachers']} honest teachers excluded** "
@@ -577,10 +591,12 @@ def run(seeds: Sequence[int], out: Path, parts: Sequence[str] = PARTS) -> dict[s
     config = ScreeningConfig()
     report: dict[str, Any] = {"config": vars(config).copy(), "seeds": list(seeds)}
     earlier_seconds = 0.0
+    when: dict[str, str] = {}
     if set(parts) != set(PARTS):
         earlier = _earlier(out / "screening.json", report)
         report |= {p: earlier[p] for p in PARTS if p not in parts}
         earlier_seconds = float(earlier["seconds"])
+        when = {p: earlier.get("measured", {}).get(p, "first run") for p in PARTS}
     val = load_glyphs("val")
     probes = probe_images(val, config.probe_images, seed=0)
     measures: dict[str, Callable[[], Any]] = {
@@ -593,6 +609,8 @@ def run(seeds: Sequence[int], out: Path, parts: Sequence[str] = PARTS) -> dict[s
     for part in PARTS:
         if part in parts:
             report[part] = measures[part]()
+            when[part] = time.strftime("%Y-%m-%d")
+    report["measured"] = when
     report["summary"] = _summary(report)
     report["host"] = host_record(torch.device("cpu"))
     report["seconds"] = earlier_seconds + time.perf_counter() - started

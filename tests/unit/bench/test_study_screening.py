@@ -47,3 +47,11 @@ def test_exclusions_are_told_apart_by_whether_the_teacher_learned_its_classes() 
     assert "Among the 1 honest teachers that learned their classes" in line
     assert "**0 excluded**; 2 local trainings failed" in line and "b 0.35" in line
     assert screening._learned_lines({}) == []  # a report from before the figure existed
+
+
+def test_a_report_of_parts_measured_in_separate_runs_says_which_run_measured_which() -> None:
+    report = {"measured": {"honest": "2026-12-05", "cost": "first run"}}
+    (line, _) = screening._remeasured_lines(report)
+    assert "`honest` 2026-12-05, `cost` first run" in line
+    assert screening._remeasured_lines({"measured": {"honest": "x", "cost": "x"}}) == []
+    assert screening._remeasured_lines({}) == []
