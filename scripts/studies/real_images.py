@@ -274,6 +274,20 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(rep: dict[str, Any]) -> str:
+    """One line for the README: 5-way 1-shot means, tuned / prototypes, per method."""
+    rows = {"real images": rep["real_images"], **rep["beside"]}
+    names = {"free": "FREE", "random": "Random", "best_owner": "best single teacher"}
+    cells = []
+    for method, by_setting in rows.items():
+        one = by_setting.get("glyphs-5w1s", {})
+        if all(one.get(p) for p in PROTOCOLS):
+            means = " / ".join(f"{np.mean(one[p]):.1f}" for p in PROTOCOLS)
+            cells.append(f"{names.get(method, method)} {means}")
+    seeds = len(rep["seeds"])
+    return f"5-way 1-shot, tuned / prototypes, {seeds} seed(s): " + ", ".join(cells)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the missing units, then rebuild the report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -295,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = report(units, args.out / "free_wins_units" / args.preset)
     (args.out / f"{stem}.json").write_text(json.dumps(rep, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(rep))
+    (args.out / f"{stem}_headline.md").write_text(headline(rep) + "\n")
     print(markdown(rep))
     return 0
 

@@ -41,3 +41,5 @@ def test_smoke_study_writes_a_unit_and_the_report_beside_the_bench(tmp_path: Pat
     assert rep["seeds"] == [0] and len(rep["real_images"]["glyphs-5w1s"]["tuned"]) == 1
     text = (tmp_path / "real_images_smoke.md").read_text()
     assert "on real images (not data-free)" in text
+    line = (tmp_path / "real_images_smoke_headline.md").read_text()
+    assert line.startswith("5-way 1-shot, tuned / prototypes, 1 seed(s): real images ")
