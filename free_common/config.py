@@ -33,6 +33,7 @@ __all__ = [
     "FreeConfig",
     "InversionConfig",
     "MemoryConfig",
+    "PoolDistillConfig",
     "MetaLearnerConfig",
     "ReplayConfig",
     "ScreeningConfig",
@@ -266,6 +267,48 @@ class CrossDistillConfig:
 
 
 @dataclass(frozen=True)
+class PoolDistillConfig:
+    """Feature distillation of the best pool models after meta-training (``pool_distillation``).
+
+    Not in the paper: once the meta-generator has filled the memory bank, the selected
+    meta-learner learns to reproduce the features of the ``teachers`` pool models that
+    classify meta-val tasks best by nearest centroid, on augmented bank images, through
+    one linear projector per teacher (cosine loss). Meta-val is evaluated every
+    ``eval_every`` steps and model selection keeps whichever model is best, the
+    meta-trained one included.
+
+    Attributes:
+        enabled: run the stage once, after the last iteration.
+        teachers: k, the pool models distilled (ranked on meta-val).
+        steps: updates of the stage.
+        batch: bank images per update.
+        lr: Adam learning rate of the meta-learner and the projectors.
+        shift: padding of the random crop (pixels of shift) applied to bank images.
+        eval_every: meta-val evaluation every this many steps (and after the last).
+        rank_tasks: meta-val tasks per candidate when ranking the pool.
+    """
+
+    enabled: bool = False
+    teachers: int = 5
+    steps: int = 1000
+    batch: int = 128
+    lr: float = 1e-3
+    shift: int = 2
+    eval_every: int = 200
+    rank_tasks: int = 40
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        for name in ("teachers", "steps", "eval_every", "rank_tasks"):
+            _require(
+                getattr(self, name) >= 1, f"pool_kd.{name} must be >= 1: {getattr(self, name)}"
+            )
+        _require(self.batch >= 2, f"pool_kd.batch must be >= 2: {self.batch}")
+        _require(self.lr > 0, f"pool_kd.lr must be positive: {self.lr}")
+        _require(self.shift >= 0, f"pool_kd.shift must be >= 0: {self.shift}")
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     """The memory bank of recovered images (paper Sec. 4.3).
 
@@ -396,6 +439,7 @@ _GROUPS: dict[str, type[Any]] = {
     "inversion": InversionConfig,
     "meta_learner": MetaLearnerConfig,
     "cross_kd": CrossDistillConfig,
+    "pool_kd": PoolDistillConfig,
     "replay": ReplayConfig,
     "memory": MemoryConfig,
     "eval": EvalConfig,
@@ -418,6 +462,8 @@ class FreeConfig:
         inversion: the meta-generator.
         meta_learner: the meta-learner and its KD/alignment update.
         cross_kd: cross-teacher distillation on bank images (off in ``paper``).
+        pool_kd: feature distillation of the best pool models after the last iteration
+            (off in ``paper``).
         replay: the memory-bank MAML replay.
         memory: the memory bank.
         eval: evaluation and model selection.
@@ -433,6 +479,7 @@ class FreeConfig:
     inversion: InversionConfig = field(default_factory=InversionConfig)
     meta_learner: MetaLearnerConfig = field(default_factory=MetaLearnerConfig)
     cross_kd: CrossDistillConfig = field(default_factory=CrossDistillConfig)
+    pool_kd: PoolDistillConfig = field(default_factory=PoolDistillConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -471,8 +518,15 @@ class FreeConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready nested dict (tuples become lists)."""
+        """A JSON-ready nested dict (tuples become lists).
+
+        The ``pool_kd`` group is left out while it is the default (off), so a configuration
+        without the stage, and every key hashed from it by the benchmarks, reads as it did
+        before the stage existed; :meth:`from_dict` fills it back in.
+        """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
+        if self.pool_kd == PoolDistillConfig():
+            del result["pool_kd"]
         return result
 
     @classmethod
@@ -547,21 +601,24 @@ def _cross_teacher(base: FreeConfig) -> FreeConfig:
         inversion=replace(base.inversion, adv_weight=0.0),
         meta_learner=replace(base.meta_learner, own_task_kd=False),
         cross_kd=CrossDistillConfig(enabled=True),
+        pool_kd=PoolDistillConfig(enabled=True),
         replay=replace(base.replay, enabled=False),
         eval=replace(base.eval, mode="proto"),
     )
 
 
 def _xkd_cpu_preset() -> FreeConfig:
-    """Cross-teacher distillation sized for the 15-minute main job on two CPU cores.
+    """Cross-teacher distillation and pool distillation sized for the main job on two CPU cores.
 
     Each iteration inverts 20 teachers instead of 4: inversion is the cheap half of an
     iteration here and the distillation feeds on the bank's variety (on the 100-teacher
     Conv4 pool at 60 iterations, 4 teachers per iteration stayed below an untrained
-    network's meta-val nearest-centroid accuracy; 20 rose well above it). 40 iterations,
-    not 60, keep the main job within its 15 minutes.
+    network's meta-val nearest-centroid accuracy; 20 rose well above it). 20 iterations:
+    in the main job the bank is full by then, and meta-val at iteration 40 was no higher
+    than at 20 (the page lists the runs); the time goes to the pool distillation stage,
+    whose meta-val still rose at its 1,000th step.
     """
-    return replace(_cross_teacher(_paper_cpu_preset()), iterations=40, teachers_per_iteration=20)
+    return replace(_cross_teacher(_paper_cpu_preset()), iterations=20, teachers_per_iteration=20)
 
 
 def _paper_cpu_preset() -> FreeConfig:

@@ -160,6 +160,8 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.inversion.inner-steps", -1, _PRESET_PLACEHOLDER),
             Key("free.inversion.bn-weight", -1.0, _PRESET_PLACEHOLDER),
             Key("free.replay.max-meta-batches", -1, _PRESET_PLACEHOLDER),
+            Key("free.pool-kd.teachers", -1, _PRESET_PLACEHOLDER),
+            Key("free.pool-kd.steps", -1, _PRESET_PLACEHOLDER),
         )
     }
 )

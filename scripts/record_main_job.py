@@ -63,6 +63,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "free_iterations": config["iterations"],
         "test_tasks": config["eval"]["test_tasks"],
         "best_iteration": summary.get("best_iteration"),
+        "pool_kd_steps": config.get("pool_kd", {}).get("steps", 0)
+        if config.get("pool_kd", {}).get("enabled")
+        else 0,
+        "best_pool_kd_step": _best_pool_kd_step(out, summary),
         "verdict": summary.get("verdict"),
         "screening": owners,
         "rows": summary["rows"],
@@ -72,6 +76,22 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         ),
         "table": summary["table"],
     }
+
+
+def _best_pool_kd_step(out: Path, summary: dict[str, Any]) -> int:
+    """The pool distillation step of the shipped FREE model (0: a meta-training iteration's).
+
+    Runs that predate the summary's ``best_pool_kd_step`` key have it in FREE's checkpoint.
+    """
+    if "best_pool_kd_step" in summary:
+        return int(summary["best_pool_kd_step"] or 0)
+    checkpoint = out / "free" / "checkpoints" / "latest.pt"
+    if not checkpoint.is_file():
+        return 0
+    from server.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(checkpoint)
+    return 0 if saved is None else int(saved["run"].get("best_step", 0))
 
 
 def _owners(report: Path) -> dict[str, Any] | None:
@@ -158,6 +178,18 @@ def _shots(agg: dict[str, Any]) -> list[str]:
     return sorted({s for p in agg["table"].values() for m in p.values() for s in m}, key=int)
 
 
+def _stage_words(run: dict[str, Any]) -> str:
+    steps = run.get("pool_kd_steps", 0)
+    return f" then {steps} pool distillation steps" if steps else ""
+
+
+def _best_cell(run: dict[str, Any]) -> str:
+    step = run.get("best_pool_kd_step", 0)
+    return (
+        f"{run['best_iteration']}, distillation step {step}" if step else str(run["best_iteration"])
+    )
+
+
 def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     """The README block for ``runs`` (one per seed)."""
     first = runs[0]
@@ -166,7 +198,8 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     lines = [
         f"`scripts/run_main.sh` over {len(runs)} seed(s) ({seeds}; `--run-config 'seed=K'`), "
         f"{first['owners']} owners ({by_arch}); FREE `{first['preset']}` preset, "
-        f"{first['free_iterations']} iterations; {first['test_tasks']} meta-test tasks per "
+        f"{first['free_iterations']} iterations{_stage_words(first)}; {first['test_tasks']} "
+        "meta-test tasks per "
         f"method, protocol and shot; {first['cpus']} cores{'; ' + note if note else ''}.",
         "",
         "| seed | `flwr run` | owners after screening | best iteration | the run's meta-val "
@@ -179,7 +212,7 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
         lines.append(
             f"| {r['seed']} | {r['flwr_run_s']} s ({r['flwr_run_s'] / 60:.1f} min, {within} "
             f"{BUDGET_S // 60} min) | {screening_cell(r.get('screening'))} | "
-            f"{r['best_iteration']} | {line} |"
+            f"{_best_cell(r)} | {line} |"
         )
     lines += [
         "",

@@ -52,6 +52,7 @@ from server.report import (
     format_table,
     meta_val_curve,
     owner_story,
+    pool_kd_curve,
     write_report,
 )
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
@@ -401,6 +402,13 @@ def meta_learner_spec(config: FreeConfig) -> ModelSpec:
     return learner_spec(config.meta_learner)
 
 
+def free_note(result: Any) -> str:
+    """Where the shipped FREE model comes from: its iteration, and its pool distillation step."""
+    note = f"best meta-val iteration {result.best_iteration}"
+    step = getattr(result, "best_pool_kd_step", 0)
+    return f"{note}, pool distillation step {step}" if step else note
+
+
 def comparison_candidates(
     result: Any,
     pool: ModelPool,
@@ -413,9 +421,7 @@ def comparison_candidates(
     if result is None:
         free = Candidate("FREE", None, None, "not trained: no meta-val data")
     else:
-        free = Candidate(
-            "FREE", result.model, result.spec, f"best meta-val iteration {result.best_iteration}"
-        )
+        free = Candidate("FREE", result.model, result.spec, free_note(result))
     same = [e.teacher_id for e in pool.entries() if e.spec == spec]
     candidates = [
         free,
@@ -729,6 +735,8 @@ def make_finisher(
             n_way=config.eval.n_way,
             n_tasks=config.eval.test_tasks,
             curve=[] if result is None else meta_val_curve(result.history),
+            pool_kd={} if result is None else dict(getattr(result, "pool_kd", {})),
+            pool_kd_curve=[] if result is None else pool_kd_curve(result.history),
             pool=pool.summary(),
             rounds=[json.loads(line) for line in _read_lines(run_dir / "rounds.jsonl")],
             rejections=[dataclasses.asdict(x) for x in pool.rejections()],
@@ -770,6 +778,10 @@ def make_finisher(
             "report": {k: str(v) for k, v in paths.items()},
             "export": artefacts,
             "best_iteration": None if result is None else result.best_iteration,
+            "best_pool_kd_step": None
+            if result is None
+            else getattr(result, "best_pool_kd_step", 0),
+            "pool_kd": {} if result is None else dict(getattr(result, "pool_kd", {})),
         }
 
     return finish

@@ -17,6 +17,13 @@ One outer iteration (``free_common/free/README.md`` describes each step):
    everything (models, optimisers, memory bank, RNG states, history, best-so-far,
    screening verdicts), from which a killed run resumes bit-exactly.
 
+After the last iteration, with ``pool_kd.enabled``: the pool distillation stage
+(``free_common.free.pool_distillation``) starts from the selected model, distils the
+features of the ``pool_kd.teachers`` pool models that rank best on meta-val into it, on
+the memory bank, and is validated and checkpointed every ``pool_kd.eval_every`` steps;
+model selection keeps the best of everything it has seen. The stage runs once: training
+continued past it starts from the distilled learner and does not repeat it.
+
 All randomness of the loop comes from one ``torch.Generator`` owned by the trainer (and
 saved in the checkpoint), so code outside the loop that consumes the global RNG cannot
 change the course of a run; the global RNG states are checkpointed as well.
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,7 @@ from tqdm import tqdm
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
-from free_common.free.best_teacher import rank_by_nearest_centroid
+from free_common.free.best_teacher import Ranking, rank_by_nearest_centroid
 from free_common.free.cross_distillation import TeacherHeads, cross_distill_step
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
@@ -48,6 +55,7 @@ from free_common.free.meta_learner import (
     learner_spec,
     meta_learner_step,
 )
+from free_common.free.pool_distillation import PoolDistiller
 from free_common.free.replay import ReplayStats, replay_phase
 from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
 from free_common.free.trust.probes import probe_domains, probe_images
@@ -76,6 +84,8 @@ class FreeResult:
         model: the best meta-learner (selected on meta-val), ``batch_stats=True``, on CPU.
         spec: its model spec (head = ``meta_learner.n_way`` outputs).
         best_iteration: iteration of the selected model.
+        best_pool_kd_step: its pool distillation step (0: the model of a meta-training
+            iteration, or of the best-teacher start).
         best_val: its mean meta-val accuracy over ``eval.shots``, in [0, 1].
         val: meta-val results at the best iteration, ``{k_shot: {"mean", "ci95"}}``.
         test: meta-test results of the selected model per shot (empty without test data).
@@ -85,6 +95,8 @@ class FreeResult:
         screening: teacher id -> its screening verdict (``server.trust.Verdict``).
         iterations_done: iterations completed so far (across resumes).
         inversion_seconds: total wall time spent in meta-generator inversion.
+        pool_kd: the pool distillation stage: distilled teachers, their meta-val scores,
+            steps done, seconds (empty when the stage did not run).
     """
 
     model: Classifier
@@ -98,6 +110,8 @@ class FreeResult:
     screening: dict[str, Verdict] = field(default_factory=dict)
     iterations_done: int = 0
     inversion_seconds: float = 0.0
+    best_pool_kd_step: int = 0
+    pool_kd: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +127,8 @@ class _RunState:
     screened: dict[str, dict[str, Any]] = field(default_factory=dict)
     inversion_seconds: float = 0.0
     init: dict[str, Any] | None = None
+    best_step: int = 0
+    pool_kd: dict[str, Any] = field(default_factory=dict)
 
 
 class FreeTrainer:
@@ -174,6 +190,8 @@ class FreeTrainer:
             probe_domains=probe_domains(val_data, config.screening.probe_images, seed=_PROBE_SEED),
         )
         self.state = _RunState()
+        self.distiller: PoolDistiller | None = None
+        self._saved_distiller: dict[str, Any] | None = None
         self._resume()
 
     # ------------------------------------------------------------------ public API
@@ -183,6 +201,7 @@ class FreeTrainer:
 
         Resumes from the latest checkpoint automatically; evaluates on meta-val every
         ``eval.every`` iterations and at the end, keeps the best; reports meta-test once.
+        Once ``config.iterations`` are done, runs the pool distillation stage if enabled.
 
         Raises:
             NonFiniteLossError: a loss term became NaN/Inf (names iteration and term);
@@ -210,6 +229,8 @@ class FreeTrainer:
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if _is_number(v)})
         if self.state.best_state is None:
             self._validate(self.state.iteration)
+        if self.config.pool_kd.enabled and self.state.iteration >= self.config.iterations:
+            self._pool_distill(progress)
         return self._result()
 
     def add_teachers(self, teachers: Iterable[Teacher]) -> None:
@@ -369,19 +390,7 @@ class FreeTrainer:
         is validated at iteration 0, so model selection can keep it. Without a compatible
         teacher the learner keeps its random initialisation.
         """
-        self._screen_new()
-        cfg, ev = self.config.meta_learner, self.config.eval
-        candidates = (self.cache.get(i) for i in self._accepted())
-        ranking = rank_by_nearest_centroid(
-            (t for t in candidates if t.spec.same_backbone(self.spec)),
-            self.val_data,
-            n_way=ev.n_way,
-            k_shot=min(ev.shots),
-            q_query=ev.q_query,
-            n_tasks=cfg.init_val_tasks,
-            seed=ev.seed + 1,
-            device=self.device,
-        )
+        ranking = self._rank_pool(self.spec.same_backbone, self.config.meta_learner.init_val_tasks)
         scores = ranking.scores
         if ranking.best is None:
             logger.warning("init: no pool model has the learner's backbone; starting at random")
@@ -405,9 +414,109 @@ class FreeTrainer:
         )
         self._validate(0)
 
+    # ------------------------------------------------------------------ pool distillation
+
+    def _pool_distill(self, progress: bool) -> None:
+        """The pool distillation stage (module docstring), resumed where a checkpoint left it."""
+        cfg, stage = self.config.pool_kd, self.state.pool_kd
+        if stage.get("steps_done", 0) >= cfg.steps or stage.get("skipped"):
+            return
+        if self.distiller is None and not self._open_distiller():
+            return
+        assert self.distiller is not None
+        started = time.perf_counter() - float(stage.get("seconds", 0.0))
+        bar = tqdm(
+            range(stage["steps_done"] + 1, cfg.steps + 1),
+            initial=stage["steps_done"],
+            total=cfg.steps,
+            desc="pool distillation",
+            disable=not progress,
+        )
+        losses: list[float] = []
+        for step in bar:
+            images = self.bank.sample(cfg.batch, self.rng).to(self.device)
+            losses.append(self.distiller.step(images, self.rng))
+            if step % cfg.eval_every and step != cfg.steps:
+                continue
+            stage["steps_done"] = step
+            stage["seconds"] = time.perf_counter() - started
+            record = {"kind": "pool_kd", "step": step, "loss": _mean(losses)}
+            self.state.history.append(record | {"seconds": stage["seconds"]})
+            logger.info("pool distillation step %d: loss %.4f", step, record["loss"])
+            losses = []
+            self._validate(self.state.iteration, step=step)
+            self._save()
+            bar.set_postfix({"loss": f"{record['loss']:.3g}"})
+
+    def _open_distiller(self) -> bool:
+        """Rank the pool, pick the stage's teachers and build the distiller; False: skipped."""
+        cfg, stage = self.config.pool_kd, self.state.pool_kd
+        if not stage.get("teachers"):
+            if len(self.bank) == 0:
+                logger.warning("pool distillation skipped: the memory bank is empty")
+                stage.update({"skipped": "empty memory bank", "steps_done": 0})
+                return False
+            ranking = self._rank_pool(self.spec.same_input, cfg.rank_tasks)
+            ordered = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[: cfg.teachers]
+            if not ordered:
+                logger.warning("pool distillation skipped: no pool model takes the learner's input")
+                stage.update({"skipped": "no teacher with the learner's input", "steps_done": 0})
+                return False
+            assert self.state.best_state is not None
+            self.learner.load_state_dict(self.state.best_state)
+            stage.update(
+                {
+                    "teachers": ordered,
+                    "scores": {i: ranking.scores[i] for i in ordered},
+                    "candidates": len(ranking.scores),
+                    "start": {"iteration": self.state.best_iteration, "val": self.state.best_val},
+                    "steps_done": 0,
+                    "seconds": 0.0,
+                }
+            )
+            logger.info(
+                "pool distillation: %d steps from the iteration-%d model, teachers %s",
+                cfg.steps,
+                self.state.best_iteration,
+                ", ".join(f"{i} ({ranking.scores[i]:.4f})" for i in ordered),
+            )
+        resuming = self._saved_distiller is not None
+        self.distiller = PoolDistiller(
+            self.learner,
+            self.cache.get_many(stage["teachers"]),
+            lr=cfg.lr,
+            shift=cfg.shift,
+            # resuming: the saved projectors replace these, and the run's RNG stays as saved
+            rng=torch.Generator().manual_seed(0) if resuming else self.rng,
+            device=self.device,
+        )
+        if resuming:
+            assert self._saved_distiller is not None
+            self.distiller.load_state_dict(self._saved_distiller)
+        return True
+
+    def _rank_pool(self, fits: Callable[[ModelSpec], bool], n_tasks: int) -> Ranking:
+        """Accepted pool models whose spec ``fits``, ranked by meta-val nearest centroid.
+
+        Every caller scores on the same tasks (``eval.seed + 1``, the smallest shot).
+        """
+        self._screen_new()
+        ev = self.config.eval
+        candidates = (self.cache.get(i) for i in self._accepted())
+        return rank_by_nearest_centroid(
+            (t for t in candidates if fits(t.spec)),
+            self.val_data,
+            n_way=ev.n_way,
+            k_shot=min(ev.shots),
+            q_query=ev.q_query,
+            n_tasks=n_tasks,
+            seed=ev.seed + 1,
+            device=self.device,
+        )
+
     # ------------------------------------------------------------------ evaluation
 
-    def _validate(self, it: int) -> dict[str, Any]:
+    def _validate(self, it: int, step: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
         results = self._evaluate(self.learner, self.val_data, self.config.eval.val_tasks)
         seconds = time.perf_counter() - started
@@ -415,6 +524,7 @@ class FreeTrainer:
         record = {
             "kind": "val",
             "iteration": it,
+            "pool_kd_step": step,
             "val_accuracy": score,
             "results": results,
             "seconds": seconds,
@@ -422,6 +532,7 @@ class FreeTrainer:
         self.state.history.append(record)
         if score > self.state.best_val:
             self.state.best_val, self.state.best_iteration = score, it
+            self.state.best_step = step
             self.state.best_results = results
             self.state.best_state = {
                 k: v.detach().cpu().clone() for k, v in self.learner.state_dict().items()
@@ -481,6 +592,8 @@ class FreeTrainer:
             screening={k: dict(v) for k, v in self.state.screened.items()},
             iterations_done=self.state.iteration,
             inversion_seconds=self.state.inversion_seconds,
+            best_pool_kd_step=self.state.best_step,
+            pool_kd=dict(self.state.pool_kd),
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -494,6 +607,7 @@ class FreeTrainer:
             "inverter": self.inverter.state_dict(),
             "bank": self.bank.state_dict(),
             "heads": self.heads.state_dict(),
+            "pool_kd": None if self.distiller is None else self.distiller.state_dict(),
             "screen": self.screen.state_dict(),
             "rng": {"trainer": self.rng.get_state(), "global": get_rng_state()},
             "run": asdict(self.state),
@@ -514,6 +628,7 @@ class FreeTrainer:
         self.bank.load_state_dict(saved["bank"])
         if "heads" in saved:
             self.heads.load_state_dict(saved["heads"])
+        self._saved_distiller = saved.get("pool_kd")
         self.rng.set_state(saved["rng"]["trainer"])
         set_rng_state(saved["rng"]["global"])
         self.state = _RunState(**saved["run"])

@@ -29,6 +29,7 @@ __all__ = [
     "ReportData",
     "format_table",
     "meta_val_curve",
+    "pool_kd_curve",
     "owner_story",
     "write_report",
 ]
@@ -68,6 +69,8 @@ class ReportData:
     domain_rows: dict[str, list[AccuracyRow]] = field(default_factory=dict)
     domain_tasks: int = 0
     curve: list[tuple[int, float]] = field(default_factory=list)
+    pool_kd: dict[str, Any] = field(default_factory=dict)
+    pool_kd_curve: list[tuple[int, float]] = field(default_factory=list)
     pool: dict[str, Any] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
@@ -84,11 +87,11 @@ class ReportData:
 
 
 def meta_val_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
-    """(iteration, mean meta-val accuracy) pairs found in a FREE history."""
+    """(iteration, mean meta-val accuracy) pairs of FREE's meta-training iterations."""
     points: list[tuple[int, float]] = []
     for entry in history:
         it = entry.get("iteration")
-        if entry.get("kind", "val") != "val":
+        if entry.get("kind", "val") != "val" or entry.get("pool_kd_step", 0):
             continue
         value = entry.get("val_accuracy", entry.get("val_mean", entry.get("val")))
         if isinstance(value, Mapping):
@@ -204,6 +207,43 @@ def _plot_accuracy(data: ReportData, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def pool_kd_curve(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(pool distillation step, mean meta-val accuracy) pairs found in a FREE history."""
+    return [
+        (int(e["pool_kd_step"]), float(e["val_accuracy"]))
+        for e in history
+        if e.get("kind") == "val" and e.get("pool_kd_step", 0)
+    ]
+
+
+def _pool_kd_section(data: ReportData) -> list[str]:
+    """Markdown: the stage's teachers, its start and its meta-val at every evaluation."""
+    stage = data.pool_kd
+    if stage.get("skipped"):
+        return ["## Pool distillation", "", f"Skipped: {stage['skipped']}.", ""]
+    if not stage.get("teachers"):
+        return []
+    scores = stage.get("scores", {})
+    start = stage.get("start", {})
+    teachers = ", ".join(
+        f"`{t}` ({100 * scores.get(t, float('nan')):.2f}%)" for t in stage["teachers"]
+    )
+    lines = [
+        "## Pool distillation",
+        "",
+        f"{stage.get('steps_done', 0)} steps in {stage.get('seconds', 0.0):.0f} s from the "
+        f"iteration-{start.get('iteration', '?')} model (meta-val "
+        f"{100 * float(start.get('val', float('nan'))):.2f}%), distilling the features of the "
+        f"{len(stage['teachers'])} pool models best on meta-val (nearest centroid, "
+        f"{stage.get('candidates', '?')} candidates): {teachers}.",
+        "",
+        "| step | meta-val (%) |",
+        "|---|---|",
+    ]
+    lines += [f"| {step} | {100 * value:.2f} |" for step, value in data.pool_kd_curve]
+    return [*lines, ""]
 
 
 def _plot_curve(curve: Sequence[tuple[int, float]], path: Path) -> None:
@@ -347,6 +387,7 @@ def _markdown(data: ReportData, paths: Mapping[str, Path]) -> str:
         lines += [f"- {line}" for line in data.adapted] + [""]
     if "meta_val_plot" in paths:
         lines += ["## Meta-validation", "", f"![meta-val]({paths['meta_val_plot'].name})", ""]
+    lines += _pool_kd_section(data)
     if "recovered_plot" in paths:
         lines += ["## Recovered images", "", f"![recovered]({paths['recovered_plot'].name})", ""]
     lines += ["## Pool", "", "```", json.dumps(data.pool, indent=2, default=str), "```", ""]

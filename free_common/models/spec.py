@@ -71,6 +71,10 @@ class ModelSpec:
             other.std,
         )
 
+    def same_input(self, other: ModelSpec) -> bool:
+        """Whether ``other`` takes the same images as this model (channels and side)."""
+        return (self.in_channels, self.image_size) == (other.in_channels, other.image_size)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = asdict(self)

@@ -435,14 +435,29 @@ def _test_split(
     return data
 
 
+PREVIOUS = "_previous"
+"""Suffix of a method measured under an earlier configuration of itself (another key)."""
+
+
 def report(root: Path) -> dict[str, Any]:
-    """Aggregate every finished unit under ``root`` (see the module docstring)."""
+    """Aggregate every finished unit under ``root`` (see the module docstring).
+
+    ``root`` is a preset's units folder. A unit whose ``method_key`` is not the method's
+    key today (its preset changed since) is reported as ``<method>_previous``: kept
+    visible, never FREE's figure and never a baseline of its margin.
+    """
     units = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*.json"))]
+    preset = PRESETS.get(root.name)
     table: dict[str, Any] = {}
     for u in units:
+        method = u["method"]
+        if preset is not None and u.get("method_key") != method_key(
+            preset, method, u["seed"], u["pool"]
+        ):
+            method += PREVIOUS
         for protocol, r in u["protocols"].items():
             cell = table.setdefault(u["pool"], {}).setdefault(u["setting"], {})
-            cell.setdefault(protocol, {}).setdefault(u["method"], {})[str(u["seed"])] = {
+            cell.setdefault(protocol, {}).setdefault(method, {})[str(u["seed"])] = {
                 "mean": r["mean"],
                 "ci95": r["ci95"],
                 "lr": r["lr"],
@@ -471,7 +486,9 @@ def _summary(setting: str, protocol: str, by_method: dict[str, Any]) -> dict[str
             "deterministic": method in DETERMINISTIC,
         }
     summary: dict[str, Any] = {"methods": methods}
-    baselines = {m: v for m, v in methods.items() if m not in FREE_METHODS}
+    baselines = {
+        m: v for m, v in methods.items() if m not in FREE_METHODS and not m.endswith(PREVIOUS)
+    }
     if "free" in methods and baselines:
         best = max(baselines, key=lambda m: baselines[m]["mean"])
         free = methods["free"]
@@ -488,6 +505,8 @@ def _summary(setting: str, protocol: str, by_method: dict[str, Any]) -> dict[str
 
 _NAMES = {
     "free": "FREE (xkd-cpu)",
+    "free_previous": "FREE, previous default (xkd-cpu before pool distillation: 40 iterations)",
+    "scratch_previous": "Scratch inversion + the previous default's meta-learning",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
@@ -518,7 +537,7 @@ def markdown(rep: dict[str, Any]) -> str:
             lines += [f"**{pool} pool, {protocol}**", ""]
             lines.append("| method | " + " | ".join(settings) + " |")
             lines.append("|---" * (len(settings) + 1) + "|")
-            for method in METHODS:
+            for method in [*METHODS, *(m + PREVIOUS for m in METHODS)]:
                 cells = []
                 for s in settings:
                     m = by_setting[s].get(protocol, {}).get("methods", {}).get(method)
@@ -529,7 +548,7 @@ def markdown(rep: dict[str, Any]) -> str:
                     spread = "" if m["deterministic"] else f" ± {m['sd']:.2f} ({m['worst']:.2f})"
                     cells.append(f"{m['mean']:.2f}{spread} [{m['ci95']:.2f}] n={n}")
                 if any(cells):
-                    lines.append(f"| {_NAMES[method]} | " + " | ".join(cells) + " |")
+                    lines.append(f"| {_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
             margins = []
             for s in settings:
                 mg = by_setting[s].get(protocol, {}).get("margin")

@@ -11,12 +11,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-# Small settings: conv4 owners, a few local epochs, two FREE iterations, a handful of tasks.
+# Small settings: conv4 owners, a few local epochs, two FREE iterations (one after warm-up),
+# ten pool distillation steps, a handful of tasks.
 FAST = (
     'local.epochs=8 fed.arch-mix="conv4" free.iterations=2 free.eval.every=1 '
     "free.eval.val-tasks=4 free.eval.test-tasks=4 free.screening.steps=2 "
     "free.screening.min-confidence=0.0 free.screening.min-accuracy=0.0 free.checkpoint-every=1 "
-    "compare.val-tasks=4"
+    "compare.val-tasks=4 free.warmup=1 free.pool-kd.steps=10"
 )
 
 

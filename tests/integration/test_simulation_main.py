@@ -67,6 +67,9 @@ def test_run_main_small_federation(small_run: SmallRun) -> None:
     assert verdict["line"] in log and verdict["line"] in (out / "RESULT.txt").read_text()
     for key in ("markdown", "json", "accuracy_plot"):
         assert Path(summary["report"][key]).stat().st_size > 0
+    assert summary["pool_kd"]["steps_done"] == 10  # the stage ran once, after the last round
+    assert 0 < len(summary["pool_kd"]["teachers"]) <= 5  # the best of the accepted models
+    assert "## Pool distillation" in Path(summary["report"]["markdown"]).read_text()
     for head in ("proto", "protomaml"):  # signed ONNX bundles for the edge
         bundle = Path(summary["export"][head])
         assert {"model.onnx", "manifest.binpb", "manifest.sig"} <= {

@@ -137,3 +137,26 @@ def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
     single = tmp_path / "single"
     assert record_main_job.main([str(_run(single)), "--out", str(single / "r")]) == 0
     assert "alone" not in (single / "r" / "main_job.md").read_text()
+
+
+def test_the_pool_distillation_stage_is_named_with_the_shipped_step(tmp_path: Path):
+    run = _run(tmp_path)
+    summary_path = run / "out" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["free_config"]["pool_kd"] = {"enabled": True, "steps": 1000}
+    summary["best_pool_kd_step"] = 800
+    summary_path.write_text(json.dumps(summary))
+    results = tmp_path / "results"
+    assert record_main_job.main([str(run), "--out", str(results)]) == 0
+    text = (results / "main_job.md").read_text()
+    assert "60 iterations then 1000 pool distillation steps" in text
+    assert "| 40, distillation step 800 |" in text
+
+
+def test_a_run_without_the_summary_key_takes_the_step_from_its_checkpoint(tmp_path: Path):
+    from server.checkpoint import save_checkpoint
+
+    run = _run(tmp_path)
+    save_checkpoint(run / "out" / "free" / "checkpoints" / "latest.pt", {"run": {"best_step": 600}})
+    assert record_main_job.load_run(run)["best_pool_kd_step"] == 600
+    assert record_main_job.load_run(_run(tmp_path, seed=1))["best_pool_kd_step"] == 0

@@ -9,6 +9,7 @@ from server.report import (
     format_table,
     meta_val_curve,
     owner_story,
+    pool_kd_curve,
     write_report,
 )
 
@@ -98,3 +99,33 @@ def test_a_multi_domain_report_has_a_table_per_domain(tmp_path: Path) -> None:
     assert record["domain_rows"]["icons"][0]["shots"] == {"1": [0.42, 0.03]}
     single = write_report(ReportData("t", rows, 5, 10), tmp_path / "one")["markdown"]
     assert "by domain" not in single.read_text()
+
+
+def test_pool_distillation_has_its_own_curve_and_section(tmp_path: Path) -> None:
+    history = [
+        {"kind": "val", "iteration": 20, "pool_kd_step": 0, "val_accuracy": 0.66},
+        {"kind": "pool_kd", "step": 200, "loss": 0.13},
+        {"kind": "val", "iteration": 20, "pool_kd_step": 200, "val_accuracy": 0.78},
+        {"kind": "val", "iteration": 20, "pool_kd_step": 400, "val_accuracy": 0.80},
+    ]
+    assert meta_val_curve(history) == [(20, 0.66)]
+    assert pool_kd_curve(history) == [(200, 0.78), (400, 0.80)]
+    stage = {
+        "teachers": ["ta", "tb"],
+        "scores": {"ta": 0.71, "tb": 0.69},
+        "candidates": 20,
+        "start": {"iteration": 20, "val": 0.66},
+        "steps_done": 400,
+        "seconds": 70.0,
+    }
+    rows = [AccuracyRow("FREE", {1: (0.5, 0.01)})]
+    data = ReportData(
+        "t", rows, n_way=5, n_tasks=10, pool_kd=stage, pool_kd_curve=pool_kd_curve(history)
+    )
+    text = write_report(data, tmp_path)["markdown"].read_text()
+    assert "## Pool distillation" in text
+    assert "400 steps in 70 s from the iteration-20 model (meta-val 66.00%)" in text
+    assert "`ta` (71.00%), `tb` (69.00%)" in text and "| 400 | 80.00 |" in text
+    skipped = ReportData("t", rows, n_way=5, n_tasks=10, pool_kd={"skipped": "empty memory bank"})
+    text = write_report(skipped, tmp_path / "s")["markdown"].read_text()
+    assert "Skipped: empty memory bank." in text

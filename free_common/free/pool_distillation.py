@@ -1,0 +1,164 @@
+"""Feature distillation of the best pool models into the meta-learner (after meta-training).
+
+Why: on the glyph pools, the single pool model whose features classify meta-val tasks best
+by nearest centroid beats every meta-learner trained from recovered tasks, and the
+concatenated features of a few such models beat it by several points more (an ensemble
+costs k times the device's compute, so it is not what we ship). This stage compresses
+that ensemble into the one meta-learner, with no real data: the images are FREE's memory
+bank of recovered tasks.
+
+    L(phi, {P_t}) = mean_{t in top-k} ( 1 - cos( P_t f_phi(x), g_t(x) ) )
+
+for a batch x of augmented bank images, the meta-learner's features f_phi (B, F), the
+teacher's penultimate features g_t (B, F_t) and one linear projector P_t: F -> F_t per
+teacher (feature distillation with a learned projection, as in FitNets, Romero et al.,
+ICLR 2015, and multi-teacher feature amalgamation, Shen et al., AAAI 2019). Cosine
+rather than squared error: the teachers' feature scales differ by architecture and width.
+
+Teachers run with batch statistics (as every model is meta-tested here), so their running
+statistics are neither used nor touched. The projectors are training scaffolding and are
+never exported; the meta-learner's head is left as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from free_common.evaluation import evaluation_copy
+from free_common.free.augment import augment, to_model_input
+from free_common.free.errors import check_finite
+from free_common.free.teachers import Teacher
+from free_common.models import Classifier
+
+__all__ = ["PoolDistiller", "feature_teacher", "projector"]
+
+
+def feature_teacher(teacher: Teacher, device: torch.device) -> Classifier:
+    """A frozen batch-statistics copy of ``teacher``'s classifier on ``device``.
+
+    Raises:
+        TypeError: the teacher's model is not a :class:`Classifier` (no feature path).
+    """
+    if not isinstance(teacher.model, Classifier):
+        raise TypeError(f"teacher {teacher.teacher_id} has no feature extractor")
+    copy = evaluation_copy(teacher.model, teacher.spec.num_classes, seed=0, need_head=False)
+    return copy.to(device).requires_grad_(False)
+
+
+def projector(in_features: int, out_features: int, rng: torch.Generator) -> nn.Linear:
+    """A linear map (F -> F_t) with nn.Linear's default initial range, drawn from ``rng``."""
+    layer = nn.Linear(in_features, out_features)
+    bound = 1.0 / in_features**0.5
+    with torch.no_grad():
+        layer.weight.copy_(torch.rand(out_features, in_features, generator=rng) * 2 * bound - bound)
+        layer.bias.copy_(torch.rand(out_features, generator=rng) * 2 * bound - bound)
+    return layer
+
+
+class PoolDistiller:
+    """The stage's teachers, projectors and optimiser; one :meth:`step` per update.
+
+    Args:
+        learner: the meta-learner (student), updated in place.
+        teachers: the pool models to distil (k of them, in rank order).
+        lr: Adam learning rate of the learner and the projectors.
+        shift: random-crop padding of the bank images.
+        rng: draws the projectors' initial weights.
+        device: where the teachers and projectors live.
+    """
+
+    def __init__(
+        self,
+        learner: Classifier,
+        teachers: Sequence[Teacher],
+        *,
+        lr: float,
+        shift: int,
+        rng: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        if not teachers:
+            raise ValueError("pool distillation needs at least one teacher")
+        self.learner = learner
+        self.teachers = list(teachers)
+        self.shift = shift
+        self.extractors = [feature_teacher(t, device) for t in self.teachers]
+        self.projectors = nn.ModuleList(
+            projector(learner.num_features, e.num_features, rng) for e in self.extractors
+        ).to(device)
+        self.optimizer = torch.optim.Adam(
+            [*learner.parameters(), *self.projectors.parameters()], lr=lr
+        )
+
+    @property
+    def teacher_ids(self) -> list[str]:
+        """The distilled teachers' ids, in rank order."""
+        return [t.teacher_id for t in self.teachers]
+
+    def loss(self, images: Tensor, rng: torch.Generator) -> Tensor:
+        """The mean cosine distance over teachers on one augmented batch.
+
+        Args:
+            images: bank images in [0, 1], (B, C, S, S).
+            rng: draws the augmentation.
+
+        Returns:
+            A scalar in [0, 2], differentiable w.r.t. the learner and the projectors.
+        """
+        x = augment(images, padding=self.shift, flip=False, generator=rng)
+        spec = self.learner.spec
+        self.learner.train()
+        features = self.learner.forward_features(
+            to_model_input(x, spec.image_size, spec.in_channels).contiguous(
+                memory_format=torch.channels_last
+            )
+        )  # (B, F)
+        terms = []
+        for teacher, extractor, project in zip(
+            self.teachers, self.extractors, self.projectors, strict=True
+        ):
+            with torch.no_grad():
+                target = extractor.forward_features(
+                    to_model_input(x, teacher.spec.image_size, teacher.spec.in_channels)
+                )  # (B, F_t)
+            terms.append(1 - F.cosine_similarity(project(features), target, dim=1).mean())
+        return torch.stack(terms).mean()
+
+    def step(self, images: Tensor, rng: torch.Generator) -> float:
+        """One Adam update on a batch of bank images (B, C, S, S); returns the loss before it.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/Inf (term ``pool_kd/cosine``).
+        """
+        loss = self.loss(images, rng)
+        check_finite(loss, "pool_kd/cosine")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Teacher ids, projector weights and optimiser state (the learner is saved apart)."""
+        return {
+            "teachers": self.teacher_ids,
+            "projectors": self.projectors.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`.
+
+        Raises:
+            ValueError: the saved state is for other teachers.
+        """
+        if list(state["teachers"]) != self.teacher_ids:
+            raise ValueError(
+                f"saved pool distillation is for {state['teachers']}, not {self.teacher_ids}"
+            )
+        self.projectors.load_state_dict(state["projectors"])
+        self.optimizer.load_state_dict(state["optimizer"])

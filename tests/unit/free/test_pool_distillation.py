@@ -1,0 +1,244 @@
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import server.free_training as free_training
+from free_common.config import ConfigError, FreeConfig, PoolDistillConfig
+from free_common.data.base import ClassImages
+from free_common.evaluation import EvalResult
+from free_common.free.best_teacher import rank_by_nearest_centroid
+from free_common.free.meta_learner import build_meta_learner
+from free_common.free.pool_distillation import PoolDistiller, feature_teacher
+from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
+from free_common.models import build_model
+from server.checkpoint import load_checkpoint
+from server.free_training import FreeTrainer
+from tests.unit.free.synthetic import tiny_spec
+
+CFG = FreeConfig.preset("test")
+STAGE = replace(
+    CFG,
+    iterations=2,
+    pool_kd=PoolDistillConfig(enabled=True, teachers=2, steps=4, batch=8, eval_every=2),
+)
+
+
+def _learner() -> nn.Module:
+    torch.manual_seed(0)
+    return build_meta_learner(CFG.meta_learner)
+
+
+def _distiller(teachers: list[Teacher], seed: int = 0) -> PoolDistiller:
+    return PoolDistiller(
+        _learner(),  # type: ignore[arg-type]
+        teachers,
+        lr=1e-2,
+        shift=1,
+        rng=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+    )
+
+
+def _trainer(
+    teachers: list[Teacher], val: ClassImages, work: Path, config: FreeConfig
+) -> FreeTrainer:
+    return FreeTrainer(
+        config,
+        InMemoryTeachers(teachers),
+        val_data=val,
+        test_data=None,
+        work_dir=work,
+        device="cpu",
+    )
+
+
+def test_the_student_learns_the_teachers_features_on_a_fixed_batch(teachers: list[Teacher]) -> None:
+    distiller = _distiller(teachers[:2])
+    images = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    first = distiller.step(images, torch.Generator().manual_seed(2))
+    for _ in range(40):
+        last = distiller.step(images, torch.Generator().manual_seed(2))
+    assert 0 <= last < 0.5 * first
+
+
+def test_teachers_are_left_untouched_and_run_with_batch_statistics(
+    teachers: list[Teacher],
+) -> None:
+    before = [copy.deepcopy(t.model.state_dict()) for t in teachers[:2]]
+    distiller = _distiller(teachers[:2])
+    for _ in range(3):
+        distiller.step(torch.rand(8, 1, 16, 16), torch.Generator().manual_seed(0))
+    for teacher, saved in zip(teachers[:2], before, strict=True):
+        for name, value in teacher.model.state_dict().items():
+            assert torch.equal(value, saved[name]), name
+    extractor = feature_teacher(teachers[0], torch.device("cpu"))
+    assert all(
+        not m.track_running_stats for m in extractor.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+    assert not any(p.requires_grad for p in extractor.parameters())
+
+
+def test_each_teacher_gets_a_projector_to_its_own_feature_width() -> None:
+    resnet = teacher_from_state_dict(
+        "r",
+        tiny_spec(4, arch="resnet10", width=4),
+        build_model(tiny_spec(4, arch="resnet10", width=4)).state_dict(),
+    )
+    conv = teacher_from_state_dict(
+        "c", tiny_spec(3, width=8), build_model(tiny_spec(3, width=8)).state_dict()
+    )
+    distiller = _distiller([conv, resnet])
+    learner_features = distiller.learner.num_features
+    assert [(p.in_features, p.out_features) for p in distiller.projectors] == [
+        (learner_features, distiller.extractors[0].num_features),
+        (learner_features, distiller.extractors[1].num_features),
+    ]
+    assert distiller.extractors[0].num_features != distiller.extractors[1].num_features
+    assert np.isfinite(distiller.step(torch.rand(8, 1, 16, 16), torch.Generator().manual_seed(0)))
+
+
+def test_state_restores_exactly_and_refuses_other_teachers(teachers: list[Teacher]) -> None:
+    images = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    one = _distiller(teachers[:2])
+    one.step(images, torch.Generator().manual_seed(0))
+    twin = _distiller(teachers[:2], seed=9)  # other projector draws, replaced by the state
+    twin.learner.load_state_dict(one.learner.state_dict())
+    twin.load_state_dict(copy.deepcopy(one.state_dict()))
+    assert one.step(images, torch.Generator().manual_seed(5)) == twin.step(
+        images, torch.Generator().manual_seed(5)
+    )
+    with pytest.raises(ValueError, match="saved pool distillation is for"):
+        _distiller([teachers[2], teachers[0]]).load_state_dict(one.state_dict())
+    with pytest.raises(ValueError, match="at least one teacher"):
+        _distiller([])
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"teachers": 0}, {"steps": 0}, {"batch": 1}, {"lr": 0.0}, {"shift": -1}, {"eval_every": 0}],
+)
+def test_bad_pool_distillation_settings_are_refused(field: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="pool_kd"):
+        PoolDistillConfig(**field)  # type: ignore[arg-type]
+
+
+def test_the_run_config_reaches_the_stage() -> None:
+    config = FreeConfig.from_run_config(
+        {"free.preset": "test", "free.pool-kd.enabled": True, "free.pool-kd.steps": 7}
+    )
+    assert config.pool_kd.enabled and config.pool_kd.steps == 7
+    assert not FreeConfig.preset("paper").pool_kd.enabled
+
+
+def test_the_stage_distils_the_best_ranked_teachers_and_selection_sees_it(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranking = rank_by_nearest_centroid(
+        teachers, val_split, n_way=3, k_shot=1, q_query=2, n_tasks=STAGE.pool_kd.rank_tasks, seed=1
+    )
+    expected = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[:2]
+    real_evaluate = free_training.evaluate
+    val_scores = iter([0.5, 0.4, 0.8])  # iteration 2, then the stage's steps 2 and 4
+
+    def fake_evaluate(model: nn.Module, data: ClassImages, **kw: Any) -> Any:
+        if kw["n_tasks"] == STAGE.pool_kd.rank_tasks:  # the ranking: real
+            return real_evaluate(model, data, **kw)
+        return EvalResult(next(val_scores), 0.01, np.zeros(1), 1, 3, 1, 2, "proto", 0, 0.0, 0, 0.0)
+
+    monkeypatch.setattr(free_training, "evaluate", fake_evaluate)
+    monkeypatch.setattr("free_common.free.best_teacher.evaluate", fake_evaluate)
+    result = _trainer(teachers, val_split, tmp_path, STAGE).train(progress=False)
+    assert result.pool_kd["teachers"] == expected
+    assert result.pool_kd["start"]["iteration"] == 2 and result.pool_kd["steps_done"] == 4
+    assert (result.best_iteration, result.best_pool_kd_step) == (2, 4)
+    stage = [h for h in result.history if h["kind"] == "pool_kd"]
+    assert [h["step"] for h in stage] == [2, 4] and all(h["loss"] > 0 for h in stage)
+    vals = [(h["iteration"], h["pool_kd_step"]) for h in result.history if h["kind"] == "val"]
+    assert vals == [(2, 0), (2, 2), (2, 4)]
+
+
+def test_selection_keeps_the_meta_trained_model_when_the_stage_does_not_help(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scores = iter([0.9, 0.1, 0.2])
+
+    def fake_evaluate(model: nn.Module, data: ClassImages, **kw: Any) -> Any:
+        return EvalResult(next(scores), 0.01, np.zeros(1), 1, 3, 1, 2, "proto", 0, 0.0, 0, 0.0)
+
+    monkeypatch.setattr(free_training, "evaluate", fake_evaluate)
+    trainer = _trainer(teachers, val_split, tmp_path, STAGE)
+    monkeypatch.setattr(trainer, "_rank_pool", lambda fits, n: _fixed_ranking(teachers))
+    result = trainer.train(progress=False)
+    assert (result.best_iteration, result.best_pool_kd_step) == (2, 0)
+    saved = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert saved is not None and saved["run"]["best_step"] == 0
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value, saved["run"]["best_state"][name])
+
+
+def test_a_killed_stage_resumes_to_the_same_model(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = _trainer(teachers, val_split, tmp_path / "whole", STAGE)
+    expected = whole.train(progress=False)
+    real_step = PoolDistiller.step
+    calls = {"n": 0}
+
+    def dying_step(self: PoolDistiller, images: torch.Tensor, rng: torch.Generator) -> float:
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+        return real_step(self, images, rng)
+
+    monkeypatch.setattr(PoolDistiller, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False)
+    monkeypatch.setattr(PoolDistiller, "step", real_step)
+    resumed = _trainer(teachers, val_split, tmp_path / "killed", STAGE)
+    assert resumed.state.pool_kd["steps_done"] == 2
+    result = resumed.train(progress=False)
+    assert result.pool_kd["steps_done"] == 4
+    for name, value in expected.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+    assert (
+        _trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False).pool_kd
+        == result.pool_kd
+    )
+
+
+def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+) -> None:
+    rgb = [
+        teacher_from_state_dict(
+            f"rgb{i}", tiny_spec(3, channels=3), build_model(tiny_spec(3, channels=3)).state_dict()
+        )
+        for i in range(2)
+    ]
+    trainer = _trainer([*teachers, *rgb], val_split, tmp_path, STAGE)
+    monkeypatch_rank = trainer._rank_pool
+    seen: list[str] = []
+
+    def recording(fits: Any, n: int) -> Any:
+        seen.extend(t.teacher_id for t in [*teachers, *rgb] if fits(t.spec))
+        return monkeypatch_rank(fits, n)
+
+    trainer._rank_pool = recording  # type: ignore[method-assign]
+    result = trainer.train(progress=False)
+    assert "rgb0" not in seen and "rgb0" not in result.pool_kd["teachers"]
+    only_rgb = _trainer(rgb, val_split, tmp_path / "rgb", replace(STAGE, screening=CFG.screening))
+    assert (
+        only_rgb.train(progress=False).pool_kd["skipped"] == "no teacher with the learner's input"
+    )
+
+
+def _fixed_ranking(teachers: list[Teacher]) -> Any:
+    from free_common.free.best_teacher import Ranking
+
+    return Ranking(teachers[0], {t.teacher_id: 1.0 - 0.1 * i for i, t in enumerate(teachers)})
