@@ -132,6 +132,11 @@ KEYS: Mapping[str, Key] = MappingProxyType(
                 300,
                 "meta-test tasks on each domain's classes alone in a multi-domain run (0: none)",
             ),
+            Key(
+                "compare.workers",
+                0,
+                "worker processes of the final comparison on CPU (0 = one per core; 1 = none)",
+            ),
             Key("fault.partitions", "", 'test hook: "1=raise,2=sleep:60,3=exit:1"'),
             *(
                 Key(f"free.{name}", -1, _PRESET_PLACEHOLDER)

@@ -42,6 +42,7 @@ from free_common.protocols import (
     meta_test,
 )
 from server.baselines import BaselineError, average_teachers, random_initialisation
+from server.workers import run_jobs
 
 __all__ = [
     "DOMAIN_PROTOCOLS",
@@ -191,6 +192,41 @@ def random_candidate(spec: ModelSpec, seed: int) -> Candidate:
     return Candidate("Random", random_initialisation(spec, seed), spec, "untrained initialisation")
 
 
+@dataclass(frozen=True)
+class _Splits:
+    """What every meta-test job of :func:`compare` shares."""
+
+    val: ClassImages
+    test: ClassImages
+    settings: ProtocolSettings
+    device: torch.device | str | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One candidate (its place in the list and name) at one task setting."""
+
+    index: int
+    name: str
+    model: Classifier
+    setting: TaskSetting
+
+    def __str__(self) -> str:
+        return f"{self.name}, {self.setting.n_way}-way {self.setting.k_shot}-shot"
+
+
+def _meta_test_job(splits: _Splits, job: _Job) -> dict[str, ProtocolResult]:
+    logger.info(
+        "meta-test %s (%s), %d tasks",
+        job,
+        ", ".join(splits.settings.protocols),
+        splits.settings.test_tasks,
+    )
+    return meta_test(
+        job.model, splits.val, splits.test, job.setting, splits.settings, device=splits.device
+    )
+
+
 def compare(
     candidates: Sequence[Candidate],
     val: ClassImages,
@@ -201,31 +237,36 @@ def compare(
     q_query: int,
     settings: ProtocolSettings,
     device: torch.device | str | None = None,
+    workers: int = 1,
 ) -> list[MethodResult]:
     """Meta-test every candidate under ``settings.protocols`` on the same tasks.
+
+    Each (candidate, shot) pair is one job; with ``workers`` above 1 the jobs run in that
+    many worker processes (:func:`server.workers.run_jobs`), the larger shots first. Tasks
+    are seeded, so the results are those of running the jobs one after the other (up to
+    the float rounding of a different thread count).
 
     Returns:
         One :class:`MethodResult` per candidate, in order (empty results when its model
         is None).
     """
+    jobs = [
+        _Job(i, cand.name, cand.model, TaskSetting(n_way, k, q_query))
+        for k in sorted(shots, reverse=True)  # the longest jobs first: the workers end together
+        for i, cand in enumerate(candidates)
+        if cand.model is not None
+    ]
+    found = run_jobs(_meta_test_job, jobs, _Splits(val, test, settings, device), workers=workers)
+    by_job = {(job.index, job.setting.k_shot): r for job, r in zip(jobs, found, strict=True)}
     out: list[MethodResult] = []
-    for cand in candidates:
+    for i, cand in enumerate(candidates):
         method = MethodResult(cand.name, cand.note)
         out.append(method)
         if cand.model is None:
             continue
         vals: list[float] = []
         for k in shots:
-            logger.info(
-                "meta-test %s, %d-way %d-shot (%s), %d tasks",
-                cand.name,
-                n_way,
-                k,
-                ", ".join(settings.protocols),
-                settings.test_tasks,
-            )
-            setting = TaskSetting(n_way, k, q_query)
-            results = meta_test(cand.model, val, test, setting, settings, device=device)
+            results = by_job[(i, k)]
             for protocol, result in results.items():
                 method.results.setdefault(protocol, {})[k] = result
             if "tuned" in results:

@@ -31,6 +31,7 @@ from free_common.free.teachers import Teacher
 from free_common.models import Classifier, ModelSpec
 from free_common.protocols import PROTOCOLS, ProtocolSettings
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
+from free_common.runtime import pick_device
 from free_common.submission import demo_private_key
 from server.comparison import (
     DOMAIN_PROTOCOLS,
@@ -57,6 +58,7 @@ from server.report import (
 )
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
 from server.validation import KeyRegistry, Limits, Validator
+from server.workers import auto_workers
 
 __all__ = [
     "NOTHING_EVALUATED",
@@ -137,6 +139,8 @@ class FederationSettings:
         compare_best_owner: include the best single owner's model in the comparison.
         compare_domain_tasks: meta-test tasks on each domain's own classes in a multi-domain
             run (0: the union's meta-test only).
+        compare_workers: worker processes of the final comparison on CPU (0 = one per
+            usable core, 1 = all in the server process; :mod:`server.workers`).
         preset: the FREE preset named by the run config (recorded with the results).
         seed: run seed.
     """
@@ -164,6 +168,7 @@ class FederationSettings:
     compare_heads: tuple[str, ...] = _words(DEFAULTS.get_str("compare.heads"))
     compare_best_owner: bool = DEFAULTS.get_bool("compare.best-owner")
     compare_domain_tasks: int = DEFAULTS.get_int("compare.domain-tasks")
+    compare_workers: int = DEFAULTS.get_int("compare.workers")
     preset: str = DEFAULTS.get_str("preset")
     seed: int = DEFAULTS.get_int("seed")
 
@@ -187,6 +192,10 @@ class FederationSettings:
         if unknown or not self.compare_heads:
             raise SettingsError(
                 f"compare.heads: {list(self.compare_heads)}, expected some of {', '.join(HEADS)}"
+            )
+        if self.compare_workers < 0:
+            raise SettingsError(
+                f"compare.workers must be >= 0 (0 = one per core), got {self.compare_workers}"
             )
         if self.compare_domain_tasks < 0:
             raise SettingsError(
@@ -239,6 +248,7 @@ class FederationSettings:
                 compare_heads=_words(c.get_str("compare.heads")),
                 compare_best_owner=c.get_bool("compare.best-owner"),
                 compare_domain_tasks=c.get_int("compare.domain-tasks"),
+                compare_workers=c.get_int("compare.workers"),
                 preset=c.get_str("preset"),
                 seed=c.get_int("seed"),
             )
@@ -479,6 +489,7 @@ def compare_methods(
         settings.protocol_settings(test_tasks=ev.test_tasks, test_seed=ev.seed),
         protocols=protocols,
     )
+    jobs = sum(c.model is not None for c in candidates) * len(ev.shots)
     methods = compare(
         candidates,
         val_data if val_data is not None else test_data,  # unused without "tuned"
@@ -487,6 +498,7 @@ def compare_methods(
         shots=ev.shots,
         q_query=ev.q_query,
         settings=ps,
+        workers=auto_workers(settings.compare_workers, jobs, pick_device()),
     )
     return methods, accuracy_rows(methods, protocols)
 

@@ -209,6 +209,7 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
         ),
         meta_learner=replace(config.meta_learner, width=4),
         cross_kd=replace(config.cross_kd, steps=2, batch=8, teachers=2),
+        pool_kd=replace(config.pool_kd, steps=4, batch=8, teachers=2, eval_every=2, rank_tasks=2),
         replay=replace(config.replay, q_query=2, meta_batch=2, inner_steps=1, max_meta_batches=2),
         eval=replace(config.eval, every=2, val_tasks=2),
         screening=replace(config.screening, enabled=False),

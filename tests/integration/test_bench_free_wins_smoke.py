@@ -44,8 +44,10 @@ def test_smoke_reports_every_method_over_seeds_and_resumes_without_remeasuring(
             assert free["mean"] == pytest.approx(np.mean(seeds), abs=0.01)
             assert free["sd"] == pytest.approx(np.std(seeds, ddof=1), abs=0.01)
             margin = cell["margin"]
-            best = max(("random", "average", "best_owner"), key=lambda m: methods[m]["mean"])
-            assert margin["best_baseline"] == best
+            best = margin["best_baseline"]
+            assert best in ("random", "average", "best_owner")
+            top = max(methods[m]["mean"] for m in ("random", "average", "best_owner"))
+            assert methods[best]["mean"] == top  # any of several tied at the top
             assert margin["points"] == pytest.approx(free["mean"] - methods[best]["mean"], abs=0.01)
             assert margin["every_seed_beats"] == (min(seeds) > methods[best]["mean"])
     assert "FREE's margin:" in capsys.readouterr().out
@@ -78,8 +80,10 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     assert scratch["model"]["preset"] == "xkd-cpu"  # the default's meta-learning
     cell = json.loads((out / "free_wins_smoke.json").read_text())["results"]["mixed"]
     methods = cell["icons-5w1s"]["tuned"]["methods"]
-    best = max(("scratch", "random", "average"), key=lambda m: methods[m]["mean"])
-    assert cell["icons-5w1s"]["tuned"]["margin"]["best_baseline"] == best  # scratch competes
+    best = max(methods[m]["mean"] for m in ("scratch", "random", "average"))
+    chosen = cell["icons-5w1s"]["tuned"]["margin"]["best_baseline"]
+    assert chosen in ("scratch", "random", "average")  # scratch competes
+    assert methods[chosen]["mean"] == best  # any of several tied at the top
     average = json.loads((root / "average-s0" / "icons-5w1s.json").read_text())
     assert average["model"]["note"].startswith("mean of 1 conv4")  # the RGB icon owner only
     teachers = bench_free_wins.pool_teachers(bench_free_wins.PRESETS["smoke"], "mixed", cache)

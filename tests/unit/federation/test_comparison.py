@@ -88,6 +88,34 @@ def test_compare_runs_every_protocol_on_the_same_tasks_and_scores_on_meta_val() 
     assert missing.results == {} and missing.val_score is None
 
 
+def test_worker_processes_give_the_results_of_one_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jobs in two spawned workers (one thread each) match the same jobs run here."""
+    monkeypatch.setattr("server.workers.usable_cpus", lambda: 2)
+    data = blob_split(num_classes=4, per_class=6)
+    settings = ProtocolSettings(
+        test_tasks=4, val_tasks=2, lrs=(0.01, 0.1), heads=("zero", "proto"),
+        protocols=("tuned", "proto"),
+    )  # fmt: skip
+    cands = [random_candidate(SPEC, 0), random_candidate(SPEC, 1)]
+    kwargs = {"n_way": 4, "shots": (1, 2), "q_query": 2, "settings": settings}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = compare(cands, data, data, **kwargs, workers=1)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(threads)
+    apart = compare(cands, data, data, **kwargs, workers=2)  # type: ignore[arg-type]
+    for a, b in zip(here, apart, strict=True):
+        assert a.name == b.name and a.val_score == b.val_score
+        for protocol in ("tuned", "proto"):
+            for k in (1, 2):
+                ra, rb = a.results[protocol][k], b.results[protocol][k]
+                assert (ra.lr, ra.head, ra.val) == (rb.lr, rb.head, rb.val)
+                assert ra.accuracies.tolist() == rb.accuracies.tolist()
+
+
 def test_each_domain_is_meta_tested_alone_at_the_choice_made_on_the_union() -> None:
     glyphs, icons = blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)
     test = union([glyphs, icons], ["glyphs", "icons"])
@@ -164,6 +192,7 @@ def test_no_scores_no_verdict_and_a_bad_switch_is_refused() -> None:
         ("compare.heads", "wide"),
         ("compare.val-tasks", 0),
         ("compare.domain-tasks", -1),
+        ("compare.workers", -1),
     ],
 )
 def test_bad_comparison_settings_are_refused_when_the_run_config_is_read(

@@ -30,6 +30,6 @@ def teachers(train_split: ClassImages) -> list[Teacher]:
     """Three 3-way Conv4 teachers (width 8, 16x16) on disjoint classes."""
     torch.set_num_threads(1)
     return [
-        trained_teacher(f"t{i}", train_split, c, seed=i, epochs=8, spec=tiny_spec(3, width=8))
+        trained_teacher(f"t{i}", train_split, c, seed=i, epochs=12, spec=tiny_spec(3, width=8))
         for i, c in enumerate([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     ]
