@@ -47,7 +47,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -510,12 +510,18 @@ class FinetuneChoice:
         val: ``(head, lr)`` -> mean meta-val accuracy, in grid order (heads outer).
         at_edge: the chosen rate is the grid's smallest or largest (the optimum may lie
             outside the grid).
+        chosen_accuracies: per-task meta-val accuracies at the chosen point, shape
+            (n_tasks,): the same tasks for every model chosen with the same seed, so two
+            models' choices compare task by task.
     """
 
     lr: float
     head: str
     val: dict[tuple[str, float], float]
     at_edge: bool
+    chosen_accuracies: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.empty(0, dtype=np.float64)
+    )
 
     def val_table(self) -> dict[str, dict[str, float]]:
         """JSON-ready ``{head: {str(lr): accuracy}}``."""
@@ -553,9 +559,10 @@ def select_finetune(
     if not heads or len(set(heads)) != len(heads) or not set(heads) <= set(HEADS):
         raise EvaluationError(f"need distinct heads among {', '.join(HEADS)}, got {list(heads)}")
     val: dict[tuple[str, float], float] = {}
+    per_task: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
     for head in heads:
         for lr in lrs:
-            val[(head, lr)] = evaluate(
+            found = evaluate(
                 model,
                 val_data,
                 n_way=n_way,
@@ -567,6 +574,8 @@ def select_finetune(
                 lr=lr,
                 seed=seed,
                 device=device,
-            ).mean
+            )
+            val[(head, lr)], per_task[(head, lr)] = found.mean, found.accuracies
     head, lr = max(val, key=lambda key: val[key])  # max keeps the first of equal values
-    return FinetuneChoice(lr, head, val, len(lrs) > 1 and lr in (min(lrs), max(lrs)))
+    at_edge = len(lrs) > 1 and lr in (min(lrs), max(lrs))
+    return FinetuneChoice(lr, head, val, at_edge, per_task[(head, lr)])

@@ -17,7 +17,7 @@ with the same :class:`ProtocolSettings` sees exactly the same meta-val and meta-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -108,6 +108,8 @@ class ProtocolResult:
         head: the head start used (``"none"`` for ``"proto"``).
         val: the tuned protocol's meta-val grid ``{head: {lr: accuracy}}`` (else empty).
         at_edge: the tuned rate is at the edge of the grid.
+        val_accuracies: the tuned protocol's per-task meta-val accuracies at its choice,
+            shape (val_tasks,) (else empty).
     """
 
     protocol: str
@@ -116,6 +118,9 @@ class ProtocolResult:
     head: str
     val: dict[str, dict[str, float]]
     at_edge: bool = False
+    val_accuracies: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.empty(0, dtype=np.float64)
+    )
 
     @property
     def accuracies(self) -> npt.NDArray[np.float64]:
@@ -206,7 +211,13 @@ def meta_test(
         else:
             result = on_test("finetune", chosen, choice.lr)
         out["tuned"] = ProtocolResult(
-            "tuned", result, choice.lr, chosen, choice.val_table(), choice.at_edge
+            "tuned",
+            result,
+            choice.lr,
+            chosen,
+            choice.val_table(),
+            choice.at_edge,
+            choice.chosen_accuracies,
         )
     if published is not None:
         out["published"] = published

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from free_common.data.base import ClassImages
-from free_common.evaluation import EvalResult, HeadInit, evaluate
+from free_common.evaluation import EvalResult, HeadInit, confidence_interval, evaluate
 from free_common.free.best_teacher import rank_by_nearest_centroid
 from free_common.free.teachers import TeacherSource
 from free_common.models import Classifier, ModelSpec
@@ -54,6 +55,7 @@ __all__ = [
     "best_owner_candidate",
     "by_domain",
     "compare",
+    "paired_interval",
     "random_candidate",
     "verdict",
 ]
@@ -91,12 +93,18 @@ class MethodResult:
         results: ``results[protocol][k_shot]`` on the meta-test tasks.
         val_score: mean over shots of the tuned protocol's best meta-val accuracy (the
             comparison that decides what ships); None without the tuned protocol.
+        val_tasks: the per-task meta-val accuracies behind ``val_score``, shots one after
+            the other, shape (shots * val_tasks,): every method sees the same tasks in the
+            same order, so two methods' scores compare task by task (empty without them).
     """
 
     name: str
     note: str
     results: dict[str, dict[int, ProtocolResult]] = field(default_factory=dict)
     val_score: float | None = None
+    val_tasks: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.empty(0, dtype=np.float64)
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,9 @@ class Verdict:
         free_margin: FREE's score minus the best other candidate's (negative when FREE
             loses); None when FREE was not evaluated.
         line: the one line that the run prints, the report heads and the manifest carries.
+        margin_ci95: half-width of the paired 95% interval of ``free_margin`` over the
+            meta-val tasks (None without per-task accuracies).
+        margin_tasks: the meta-val tasks behind that interval (0 without them).
     """
 
     best: str
@@ -117,6 +128,8 @@ class Verdict:
     scores: dict[str, float]
     free_margin: float | None
     line: str
+    margin_ci95: float | None = None
+    margin_tasks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (signed into the export manifest)."""
@@ -125,6 +138,8 @@ class Verdict:
             "shipped": self.shipped,
             "meta_val": {k: round(v, 4) for k, v in self.scores.items()},
             "free_margin": None if self.free_margin is None else round(self.free_margin, 4),
+            "free_margin_ci95": None if self.margin_ci95 is None else round(self.margin_ci95, 4),
+            "margin_tasks": self.margin_tasks,
             "line": self.line,
         }
 
@@ -265,13 +280,17 @@ def compare(
         if cand.model is None:
             continue
         vals: list[float] = []
+        tasks: list[npt.NDArray[np.float64]] = []
         for k in shots:
             results = by_job[(i, k)]
             for protocol, result in results.items():
                 method.results.setdefault(protocol, {})[k] = result
             if "tuned" in results:
                 vals.append(max(v for row in results["tuned"].val.values() for v in row.values()))
+                tasks.append(results["tuned"].val_accuracies)
         method.val_score = float(np.mean(vals)) if vals else None
+        if tasks and len({len(t) for t in tasks}) == 1 and len(tasks[0]):
+            method.val_tasks = np.concatenate(tasks)  # equal task counts: its mean is the score
     return out
 
 
@@ -391,6 +410,11 @@ def _domain_eval(
 def verdict(methods: Sequence[MethodResult], ship: str = "best") -> Verdict | None:
     """Which method is best on meta-val, FREE's margin, and what ``ship`` exports.
 
+    FREE's margin is over the best other method. Where both carry per-task meta-val
+    accuracies on the same tasks, the line gives the margin's paired 95% interval and
+    says when the margin lies within it: a difference that the meta-val tasks cannot
+    tell from noise (``compare.val-tasks`` sets how many there are).
+
     Returns:
         None when no method has a meta-val score (no tuned protocol, nothing evaluated).
 
@@ -406,19 +430,48 @@ def verdict(methods: Sequence[MethodResult], ship: str = "best") -> Verdict | No
     others = {k: v for k, v in scores.items() if k != "FREE"}
     margin = scores["FREE"] - max(others.values()) if "FREE" in scores and others else None
     shipped = "FREE" if ship == "free" and "FREE" in scores else best
+    ci95, n_tasks, noise = None, 0, ""
     if margin is None:
         line = f"meta-val: {best} is best ({100 * scores[best]:.2f}%); FREE was not evaluated"
-    elif margin > 0:
-        rival = max(others, key=lambda k: others[k])
-        line = (
-            f"meta-val: FREE is best, {100 * margin:+.2f} points over {rival} "
-            f"({100 * scores['FREE']:.2f}% vs {100 * others[rival]:.2f}%)"
-        )
     else:
-        line = (
-            f"WARNING: FREE IS NOT THE BEST MODEL ON META-VAL: {best} "
-            f"{100 * scores[best]:.2f}% vs FREE {100 * scores['FREE']:.2f}% "
-            f"({100 * margin:+.2f} points)"
-        )
+        rival = max(others, key=lambda k: others[k])
+        by_name = {m.name: m for m in methods}
+        ci95, n_tasks = paired_interval(by_name["FREE"].val_tasks, by_name[rival].val_tasks)
+        if ci95 is not None:
+            within = abs(margin) <= ci95
+            noise = (
+                f"; paired 95% CI ±{100 * ci95:.2f} over {n_tasks} tasks"
+                f"{', within the noise' if within else ''}"
+            )
+        if margin > 0:
+            line = (
+                f"meta-val: FREE is best, {100 * margin:+.2f} points over {rival} "
+                f"({100 * scores['FREE']:.2f}% vs {100 * others[rival]:.2f}%{noise})"
+            )
+        else:
+            line = (
+                f"WARNING: FREE IS NOT THE BEST MODEL ON META-VAL: {best} "
+                f"{100 * scores[best]:.2f}% vs FREE {100 * scores['FREE']:.2f}% "
+                f"({100 * margin:+.2f} points{noise})"
+            )
     line += f"; the export ships {shipped} (export.ship={ship})"
-    return Verdict(best, shipped, {k: float(v) for k, v in scores.items()}, margin, line)
+    return Verdict(
+        best, shipped, {k: float(v) for k, v in scores.items()}, margin, line, ci95, n_tasks
+    )
+
+
+def paired_interval(
+    a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+) -> tuple[float | None, int]:
+    """Half-width of the 95% interval of ``mean(a - b)`` over paired tasks, and their count.
+
+    Args:
+        a: one method's per-task accuracies, shape (n,).
+        b: the other method's, on the same tasks in the same order, shape (n,).
+
+    Returns:
+        ``(None, 0)`` unless both hold the same number (at least 2) of tasks.
+    """
+    if len(a) != len(b) or len(a) < 2:
+        return None, 0
+    return confidence_interval(np.asarray(a) - np.asarray(b))[1], len(a)

@@ -1,5 +1,6 @@
 """The main job's comparison: one Average, the best owner, the meta-val verdict and the switch."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from server.comparison import (
     best_owner_candidate,
     by_domain,
     compare,
+    paired_interval,
     random_candidate,
     verdict,
 )
@@ -174,6 +176,43 @@ def test_a_free_that_loses_is_said_in_one_line_and_the_switch_decides_what_ships
     anyway = verdict(methods, "free")
     assert anyway is not None and anyway.best == "Best owner" and anyway.shipped == "FREE"
     assert anyway.to_dict()["meta_val"] == {"FREE": 0.6, "Random": 0.62, "Best owner": 0.7}
+
+
+def _tasks(name: str, accuracies: list[float]) -> MethodResult:
+    values = np.array(accuracies)
+    return MethodResult(name, "", {}, float(values.mean()), values)
+
+
+def test_the_margin_carries_its_paired_interval_and_says_when_it_is_noise() -> None:
+    free = [0.8, 0.6, 0.9, 0.7, 0.8, 0.6]
+    close = verdict([_tasks("FREE", free), _tasks("Best owner", [0.7, 0.7, 0.8, 0.8, 0.7, 0.7])])
+    assert close is not None and close.margin_tasks == 6
+    d = np.array(free) - np.array([0.7, 0.7, 0.8, 0.8, 0.7, 0.7])
+    assert close.margin_ci95 == pytest.approx(1.96 * d.std() / np.sqrt(6))
+    assert close.free_margin == pytest.approx(d.mean())
+    assert f"paired 95% CI ±{100 * close.margin_ci95:.2f} over 6 tasks, within the noise" in (
+        close.line
+    )
+    assert close.to_dict()["margin_tasks"] == 6
+    clear = verdict([_tasks("FREE", free), _tasks("Random", [f - 0.3 for f in free])])
+    assert clear is not None and clear.margin_ci95 == pytest.approx(0.0, abs=1e-9)
+    assert "over 6 tasks)" in clear.line and "noise" not in clear.line
+    unpaired = verdict([_tasks("FREE", free), _tasks("Random", [0.5, 0.5])])
+    assert unpaired is not None and unpaired.margin_ci95 is None and "CI" not in unpaired.line
+    assert paired_interval(np.array([0.5]), np.array([0.4])) == (None, 0)
+
+
+def test_compare_keeps_each_methods_per_task_meta_val_accuracies_behind_its_score() -> None:
+    data = blob_split(num_classes=4, per_class=6)
+    settings = ProtocolSettings(
+        test_tasks=2, val_tasks=3, lrs=(0.01, 0.1), heads=("zero",), protocols=("tuned",)
+    )
+    (row,) = compare(
+        [random_candidate(SPEC, 0)], data, data, n_way=4, shots=(1, 2), q_query=2,
+        settings=settings,
+    )  # fmt: skip
+    assert row.val_tasks.shape == (6,)  # 3 tasks per shot, shots one after the other
+    assert row.val_score == pytest.approx(row.val_tasks.mean())
 
 
 def test_no_scores_no_verdict_and_a_bad_switch_is_refused() -> None:
