@@ -3,8 +3,11 @@
 A block ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->`` in any page is replaced by
 the contents of ``scripts/results/NAME.md`` (and ``<!-- inline:NAME -->`` ...
 ``<!-- /inline:NAME -->`` within one line, such as a table cell, by a one-line file), so
-every figure a page quotes comes from a file a benchmark wrote, never from typing. The pages
-are the README and every other tracked Markdown file of the repository (:func:`pages`:
+every figure a page quotes comes from a file a benchmark wrote, never from typing. A block
+``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` is written from the code itself
+(:data:`GENERATED`: ``run_config``, the run-config keys of ``free_common.run_config.KEYS``
+other than the FREE overrides), so a reference table cannot drift from what the code reads.
+The pages are the README and every other tracked Markdown file of the repository (:func:`pages`:
 ``scripts/README.md``, the study pages, the pages beside the code). ``--check`` exits 1 when
 any page is out of date (a unit test runs it).
 
@@ -16,14 +19,43 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from free_common.run_config import KEYS, Scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "scripts" / "results"
 BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.DOTALL)
 INLINE = re.compile(r"(<!-- inline:([\w.-]+) -->)([^\n]*?)(<!-- /inline:\2 -->)")
 """A one-line block inside a line (a table cell): ``NAME.md`` must hold a single line."""
+GENERATED_BLOCK = re.compile(
+    r"(<!-- generated:([\w.-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL
+)
 _SKIP = {".git", ".venv", "node_modules", "runs", "__pycache__"}
+
+
+def _toml(value: Scalar) -> str:
+    """A default as it is written in ``pyproject.toml``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def run_config_table() -> str:
+    """Every run-config key but the ``free.*`` overrides: key, default and meaning."""
+    rows = [
+        f"| `{k.name}` | `{_toml(k.default)}` | {k.meaning.replace('|', '/')} |"
+        for k in KEYS.values()
+        if not k.name.startswith("free.")
+    ]
+    return "\n".join(["| key | default | meaning |", "|---|---|---|", *rows]) + "\n"
+
+
+GENERATED: dict[str, Callable[[], str]] = {"run_config": run_config_table}
+"""Blocks written from the code: name -> its text."""
 
 
 class ReadmeError(ValueError):
@@ -53,7 +85,16 @@ def render(readme: str, results_dir: Path) -> str:
             )
         return f"{match.group(1)}{text}{match.group(4)}"
 
-    return INLINE.sub(fill_inline, BLOCK.sub(fill, readme))
+    def fill_generated(match: re.Match[str]) -> str:
+        make = GENERATED.get(match.group(2))
+        if make is None:
+            raise ReadmeError(
+                f"page block generated:{match.group(2)}: expected one of {', '.join(GENERATED)}"
+            )
+        return f"{match.group(1)}{make().rstrip()}\n{match.group(4)}"
+
+    filled = GENERATED_BLOCK.sub(fill_generated, BLOCK.sub(fill, readme))
+    return INLINE.sub(fill_inline, filled)
 
 
 def pages(root: Path = ROOT, results_dir: Path = RESULTS) -> list[Path]:
@@ -85,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for page in targets:
         current = page.read_text()
         updated = render(current, args.results)
-        blocks += len(BLOCK.findall(updated)) + len(INLINE.findall(updated))
+        blocks += sum(len(p.findall(updated)) for p in (BLOCK, INLINE, GENERATED_BLOCK))
         if updated == current:
             continue
         if args.check:

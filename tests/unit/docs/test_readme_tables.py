@@ -55,3 +55,18 @@ def test_check_names_a_stale_page(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "page.md quotes stale results" in capsys.readouterr().err
     assert readme_tables.main(["--page", str(page), "--results", str(tmp_path)]) == 0
     assert readme_tables.main(argv) == 0
+
+
+def test_the_run_config_table_is_written_from_the_keys_the_code_reads(tmp_path: Path):
+    from free_common.run_config import KEYS
+
+    page = "<!-- generated:run_config -->\nstale\n<!-- /generated:run_config -->\n"
+    out = readme_tables.render(page, tmp_path)
+    assert "stale" not in out and "| `compare.workers` | `0` |" in out
+    assert '| `preset` | `"xkd-cpu"` |' in out and "| `export.enabled` | `true` |" in out
+    assert not any(f"`{k}`" in out for k in KEYS if k.startswith("free."))
+    server_page = (readme_tables.ROOT / "server" / "README.md").read_text()
+    missing = [k for k in KEYS if f"`{k}`" not in server_page]
+    assert missing == []  # the free.* overrides are listed by hand beside the generated table
+    with pytest.raises(readme_tables.ReadmeError, match="generated:nothing"):
+        readme_tables.render("<!-- generated:nothing -->\n<!-- /generated:nothing -->\n", tmp_path)
