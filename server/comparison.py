@@ -42,8 +42,9 @@ from free_common.protocols import (
     TaskSetting,
     meta_test,
 )
+from free_common.runtime import pick_device
 from server.baselines import BaselineError, average_teachers, random_initialisation
-from server.workers import run_jobs
+from server.workers import auto_workers, run_jobs
 
 __all__ = [
     "DOMAIN_PROTOCOLS",
@@ -256,10 +257,11 @@ def compare(
 ) -> list[MethodResult]:
     """Meta-test every candidate under ``settings.protocols`` on the same tasks.
 
-    Each (candidate, shot) pair is one job; with ``workers`` above 1 the jobs run in that
-    many worker processes (:func:`server.workers.run_jobs`), the larger shots first. Tasks
-    are seeded, so the results are those of running the jobs one after the other (up to
-    the float rounding of a different thread count).
+    Each (candidate, shot) pair is one job. ``workers`` is the ``compare.workers``
+    setting (:func:`server.workers.auto_workers`: 0 = one worker process per usable core,
+    1 = every job here); on CUDA the jobs stay here. The larger shots go first. Tasks are
+    seeded, so the results are those of running the jobs one after the other (up to the
+    float rounding of a different thread count).
 
     Returns:
         One :class:`MethodResult` per candidate, in order (empty results when its model
@@ -271,7 +273,9 @@ def compare(
         for i, cand in enumerate(candidates)
         if cand.model is not None
     ]
-    found = run_jobs(_meta_test_job, jobs, _Splits(val, test, settings, device), workers=workers)
+    processes = auto_workers(workers, len(jobs), pick_device(device))
+    splits = _Splits(val, test, settings, device)
+    found = run_jobs(_meta_test_job, jobs, splits, workers=processes)
     by_job = {(job.index, job.setting.k_shot): r for job, r in zip(jobs, found, strict=True)}
     out: list[MethodResult] = []
     for i, cand in enumerate(candidates):

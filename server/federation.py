@@ -31,7 +31,6 @@ from free_common.free.teachers import Teacher
 from free_common.models import Classifier, ModelSpec
 from free_common.protocols import PROTOCOLS, ProtocolSettings
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
-from free_common.runtime import pick_device
 from free_common.submission import demo_private_key
 from server.comparison import (
     DOMAIN_PROTOCOLS,
@@ -58,7 +57,6 @@ from server.report import (
 )
 from server.round import Reply, RoundOutcome, check_min_replies, process_round
 from server.validation import KeyRegistry, Limits, Validator
-from server.workers import auto_workers
 
 __all__ = [
     "NOTHING_EVALUATED",
@@ -489,7 +487,6 @@ def compare_methods(
         settings.protocol_settings(test_tasks=ev.test_tasks, test_seed=ev.seed),
         protocols=protocols,
     )
-    jobs = sum(c.model is not None for c in candidates) * len(ev.shots)
     methods = compare(
         candidates,
         val_data if val_data is not None else test_data,  # unused without "tuned"
@@ -498,7 +495,7 @@ def compare_methods(
         shots=ev.shots,
         q_query=ev.q_query,
         settings=ps,
-        workers=auto_workers(settings.compare_workers, jobs, pick_device()),
+        workers=settings.compare_workers,
     )
     return methods, accuracy_rows(methods, protocols)
 

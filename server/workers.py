@@ -1,10 +1,12 @@
 """Independent CPU jobs in worker processes, so that every core of a small server works.
 
 The final comparison meta-tests each candidate at each shot: thousands of 10-step
-fine-tunings of a small network on a handful of images. One such job keeps barely more
-than one core busy however many threads torch is given, so on a CPU server the jobs run
-side by side in ``spawn``-ed worker processes, one or more threads each. On CUDA, or with
-one worker, they run in this process, one after the other. Every job is seeded, so its
+fine-tunings of a small network on a handful of images, independent of one another. On a
+CPU server the jobs run side by side in ``spawn``-ed worker processes, one or more threads
+each, instead of one after the other with every thread on one small batch. The fine-tuning
+is compute-bound, so the gain over one process using every core is modest (about 10% on
+the 2-core development machine: server/README.md, "Measured"). On CUDA, or with one
+worker, the jobs run in this process, one after the other. Every job is seeded, so its
 result does not depend on which worker ran it.
 """
 
