@@ -664,9 +664,8 @@ def multidomain_report(root: Path) -> dict[str, Any] | None:
 def multidomain_markdown(rep: dict[str, Any]) -> str:
     """The mixed pool's tables, then what was not measured and why."""
     lines = [
-        "# Multi-domain pool: glyph owners (grey) and icon owners (RGB) in one pool",
-        "",
-        "The paper's multi-domain setting: 50 Conv4 glyph owners and 50 Conv4 icon owners "
+        "**Multi-domain pool**, the paper's multi-domain setting: 50 Conv4 glyph owners (grey) "
+        "and 50 Conv4 icon owners (RGB) "
         "(5 classes each), one RGB meta-learner; FREE inverts each teacher at its own input. "
         "Each domain is meta-tested on its own meta-test classes; the tuned protocol's rate "
         "and head start are chosen on that domain's meta-val. Written by "

@@ -1,12 +1,16 @@
-"""The screening study's bookkeeping: kept parts, the learned/failed split of exclusions."""
+"""The screening study's bookkeeping (kept parts, the learned/failed split of exclusions) and
+its free-form trigger search."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from free_common.models import ModelSpec
 from scripts.studies import screening
 
 
@@ -55,3 +59,41 @@ def test_a_report_of_parts_measured_in_separate_runs_says_which_run_measured_whi
     assert "`honest` 2026-12-05, `cost` first run" in line
     assert screening._remeasured_lines({"measured": {"honest": "x", "cost": "x"}}) == []
     assert screening._remeasured_lines({}) == []
+
+
+class _Regions(torch.nn.Module):
+    """Class c's logit: 20 x the mean brightness of region c (a corner patch or a quadrant)."""
+
+    def __init__(self, regions: list[tuple[slice, slice]]) -> None:
+        super().__init__()
+        self.regions = regions
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([20 * x[:, :, r, c].mean((1, 2, 3)) for r, c in self.regions], 1)
+
+
+def _teacher(regions: list[tuple[slice, slice]]) -> SimpleNamespace:
+    spec = ModelSpec("conv4", in_channels=1, image_size=16, num_classes=len(regions), width=4)
+    return SimpleNamespace(spec=spec, model=_Regions(regions))
+
+
+def test_the_mask_search_finds_the_class_a_small_trigger_reaches() -> None:
+    half, rest = slice(0, 8), slice(8, 16)
+    quadrants = [(half, half), (half, rest), (rest, half), (rest, rest)]
+    probes = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.3
+    torch.manual_seed(0)
+    honest = screening._mask_search(_teacher(quadrants), probes)  # type: ignore[arg-type]
+    trigger = (slice(13, 15), slice(13, 15))  # a 2x2 patch: the backdoor's target
+    torch.manual_seed(0)
+    backdoor = screening._mask_search(_teacher([trigger, *quadrants[:3]]), probes)  # type: ignore[arg-type]
+    assert backdoor < 0.3 < 0.7 < honest
+
+
+def test_the_mask_table_sets_the_bar_below_every_honest_teacher() -> None:
+    rows = [{"kind": "honest", "mask_ratio": r, "mask_seconds": 1.0} for r in (0.5, 0.8, 0.9)] + [
+        {"kind": "backdoor", "mask_ratio": r, "mask_seconds": 2.0} for r in (0.1, 0.6)
+    ]
+    text = "\n".join(screening._mask_lines([*rows, {"kind": "honest", "moved_share": 1.0}]))
+    assert "| honest | 3 | 0.50 | 0.80 | 0.90 | 1.0 |" in text
+    assert "below every honest teacher's ratio (0.50) catches 50% of the backdoors" in text
+    assert screening._mask_lines([{"kind": "honest", "moved_share": 1.0}]) == []
