@@ -192,10 +192,10 @@ def test_one_writer_at_a_time_and_readers_never_recover(tmp_path: Path) -> None:
         # what a live writer has on disk mid-add: a temporary file, then a renamed file
         # whose row is not committed yet
         pending = tmp_path / "models" / "ff" / "ff00.safetensors.123.tmp"
-        pending.parent.mkdir(parents=True)
-        pending.write_bytes(b"partial")
+        pending.parent.mkdir(parents=True, exist_ok=True)  # the accepted model's digest
+        pending.write_bytes(b"partial")  # may start with ff or ee (its folder then exists)
         renamed = tmp_path / "models" / "ee" / "ee00.safetensors"
-        renamed.parent.mkdir(parents=True)
+        renamed.parent.mkdir(parents=True, exist_ok=True)
         renamed.write_bytes(b"row not committed yet")
         with pytest.raises(PoolError, match=r"open for writing by another process \(pid \d+\)"):
             ModelPool(tmp_path)
