@@ -637,23 +637,23 @@ MULTIDOMAIN_NOTES = {
 }
 
 
-def multidomain_report(root: Path) -> dict[str, Any] | None:
+def multidomain_report(root: Path, rep: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The mixed pool's figures alone (``accuracy_multidomain``), or None when it has no unit.
 
-    ``root`` is a preset's units folder. Methods of :data:`MULTIDOMAIN` without a unit are
-    listed under ``not_measured`` with the reason, never left out silently.
+    ``root`` is a preset's units folder; ``rep`` its :func:`report` when already built (it
+    is built here otherwise). Methods of :data:`MULTIDOMAIN` without a unit are listed
+    under ``not_measured`` with the reason, never left out silently.
     """
-    mixed = root / "mixed"
-    if not any(mixed.glob("*/*.json")):
+    units = list((root / "mixed").glob("*/*.json"))
+    if not units:
         return None
-    with_mixed = report(root)
-    results = with_mixed["results"].get("mixed", {})
+    results = (rep or report(root))["results"].get("mixed", {})
     seen = {m for cell in results.values() for p in cell.values() for m in p["methods"]}
     return {
         "preset": root.name,
         "pool": "mixed",
         "domains": list(POOL_DOMAINS["mixed"]),
-        "units": len(list(mixed.glob("*/*.json"))),
+        "units": len(units),
         "results": {"mixed": results},
         "not_measured": {
             m: MULTIDOMAIN_NOTES.get(m, "no unit yet") for m in MULTIDOMAIN if m not in seen
@@ -733,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(rep, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(rep) + "\n")
-    multi = multidomain_report(root) if args.preset == "full" else None
+    multi = multidomain_report(root, rep) if args.preset == "full" else None
     if multi is not None:
         (args.out / "accuracy_multidomain.json").write_text(json.dumps(multi, indent=1))
         (args.out / "accuracy_multidomain.md").write_text(multidomain_markdown(multi))
