@@ -33,6 +33,7 @@ __all__ = [
     "FreeConfig",
     "InversionConfig",
     "MemoryConfig",
+    "POOL_KD_CHOICES",
     "PoolDistillConfig",
     "MetaLearnerConfig",
     "ReplayConfig",
@@ -266,6 +267,10 @@ class CrossDistillConfig:
         )
 
 
+POOL_KD_CHOICES = ("same-input", "per-domain")
+"""How the pool distillation stage chooses its teachers (:attr:`PoolDistillConfig.choose`)."""
+
+
 @dataclass(frozen=True)
 class PoolDistillConfig:
     """Feature distillation of the best pool models after meta-training (``pool_distillation``).
@@ -286,6 +291,13 @@ class PoolDistillConfig:
         shift: padding of the random crop (pixels of shift) applied to bank images.
         eval_every: meta-val evaluation every this many steps (and after the last).
         rank_tasks: meta-val tasks per candidate when ranking the pool.
+        choose: how the stage's teachers are chosen. ``"same-input"``: among the pool
+            models that take the learner's input, the k best on the whole meta-val.
+            ``"per-domain"``: every pool model is a candidate, its input converted
+            (channels, size) as the inverter does; each domain of a multi-domain meta-val
+            ranks every candidate on its own classes, and the k teachers are taken in turns
+            from the domains' rankings (each domain's best, then each one's second, ...),
+            so every domain has teachers that suit it. One domain: the k best of all.
     """
 
     enabled: bool = False
@@ -296,9 +308,14 @@ class PoolDistillConfig:
     shift: int = 2
     eval_every: int = 200
     rank_tasks: int = 40
+    choose: str = "same-input"
 
     def __post_init__(self) -> None:
         """Validate ranges."""
+        _require(
+            self.choose in POOL_KD_CHOICES,
+            f"pool_kd.choose must be one of {', '.join(POOL_KD_CHOICES)}: {self.choose!r}",
+        )
         for name in ("teachers", "steps", "eval_every", "rank_tasks"):
             _require(
                 getattr(self, name) >= 1, f"pool_kd.{name} must be >= 1: {getattr(self, name)}"
@@ -520,13 +537,16 @@ class FreeConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (tuples become lists).
 
-        The ``pool_kd`` group is left out while it is the default (off), so a configuration
-        without the stage, and every key hashed from it by the benchmarks, reads as it did
-        before the stage existed; :meth:`from_dict` fills it back in.
+        The ``pool_kd`` group is left out while it is the default (off), and its ``choose``
+        while it is ``"same-input"``, so a configuration without them, and every key hashed
+        from it by the benchmarks, reads as it did before they existed; :meth:`from_dict`
+        fills them back in.
         """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
         if self.pool_kd == PoolDistillConfig():
             del result["pool_kd"]
+        elif self.pool_kd.choose == PoolDistillConfig.choose:
+            del result["pool_kd"]["choose"]
         return result
 
     @classmethod

@@ -44,7 +44,12 @@ from tqdm import tqdm
 from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
-from free_common.free.best_teacher import Ranking, rank_by_nearest_centroid
+from free_common.free.best_teacher import (
+    Ranking,
+    rank_by_nearest_centroid,
+    rank_per_domain,
+    take_in_turns,
+)
 from free_common.free.cross_distillation import TeacherHeads, cross_distill_step
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.inversion import MetaGeneratorInverter, Recovered
@@ -456,8 +461,8 @@ class FreeTrainer:
                 logger.warning("pool distillation skipped: the memory bank is empty")
                 stage.update({"skipped": "empty memory bank", "steps_done": 0})
                 return False
-            ranking = self._rank_pool(self.spec.same_input, cfg.rank_tasks)
-            ordered = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[: cfg.teachers]
+            chosen, candidates = self._choose_distilled(cfg.choose, cfg.teachers, cfg.rank_tasks)
+            ordered = list(chosen)
             if not ordered:
                 logger.warning("pool distillation skipped: no pool model takes the learner's input")
                 stage.update({"skipped": "no teacher with the learner's input", "steps_done": 0})
@@ -467,8 +472,9 @@ class FreeTrainer:
             stage.update(
                 {
                     "teachers": ordered,
-                    "scores": {i: ranking.scores[i] for i in ordered},
-                    "candidates": len(ranking.scores),
+                    "scores": {i: score for i, (_, score) in chosen.items()},
+                    "domains": {i: domain for i, (domain, _) in chosen.items() if domain},
+                    "candidates": candidates,
                     "start": {"iteration": self.state.best_iteration, "val": self.state.best_val},
                     "steps_done": 0,
                     "seconds": 0.0,
@@ -478,7 +484,10 @@ class FreeTrainer:
                 "pool distillation: %d steps from the iteration-%d model, teachers %s",
                 cfg.steps,
                 self.state.best_iteration,
-                ", ".join(f"{i} ({ranking.scores[i]:.4f})" for i in ordered),
+                ", ".join(
+                    f"{i} ({f'{domain} ' if domain else ''}{score:.4f})"
+                    for i, (domain, score) in chosen.items()
+                ),
             )
         resuming = self._saved_distiller is not None
         self.distiller = PoolDistiller(
@@ -494,6 +503,34 @@ class FreeTrainer:
             assert self._saved_distiller is not None
             self.distiller.load_state_dict(self._saved_distiller)
         return True
+
+    def _choose_distilled(
+        self, choose: str, k: int, n_tasks: int
+    ) -> tuple[dict[str, tuple[str, float]], int]:
+        """The stage's ``k`` teachers and the number of candidates ranked.
+
+        The teachers map id -> (the domain whose ranking chose it, "" for one ranking; its
+        meta-val score there), in the order chosen. ``choose`` is
+        :attr:`free_common.config.PoolDistillConfig.choose`.
+        """
+        if choose == "same-input":
+            ranking = self._rank_pool(self.spec.same_input, n_tasks)
+            ordered = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[:k]
+            return {i: ("", ranking.scores[i]) for i in ordered}, len(ranking.scores)
+        self._screen_new()
+        ev = self.config.eval
+        rankings = rank_per_domain(
+            (self.cache.get(i) for i in self._accepted()),
+            self.val_data,
+            n_way=ev.n_way,
+            k_shot=min(ev.shots),
+            q_query=ev.q_query,
+            n_tasks=n_tasks,
+            seed=ev.seed + 1,
+            device=self.device,
+        )
+        chosen = {i: (domain, score) for i, domain, score in take_in_turns(rankings, k)}
+        return chosen, len(next(iter(rankings.values())).scores)
 
     def _rank_pool(self, fits: Callable[[ModelSpec], bool], n_tasks: int) -> Ranking:
         """Accepted pool models whose spec ``fits``, ranked by meta-val nearest centroid.

@@ -225,18 +225,21 @@ def _pool_kd_section(data: ReportData) -> list[str]:
         return ["## Pool distillation", "", f"Skipped: {stage['skipped']}.", ""]
     if not stage.get("teachers"):
         return []
-    scores = stage.get("scores", {})
+    scores, domains = stage.get("scores", {}), stage.get("domains", {})
     start = stage.get("start", {})
     teachers = ", ".join(
-        f"`{t}` ({100 * scores.get(t, float('nan')):.2f}%)" for t in stage["teachers"]
+        f"`{t}` ({f'{domains[t]} ' if t in domains else ''}"
+        f"{100 * scores.get(t, float('nan')):.2f}%)"
+        for t in stage["teachers"]
     )
+    chosen = "taken in turns from each domain's meta-val ranking" if domains else "best on meta-val"
     lines = [
         "## Pool distillation",
         "",
         f"{stage.get('steps_done', 0)} steps in {stage.get('seconds', 0.0):.0f} s from the "
         f"iteration-{start.get('iteration', '?')} model (meta-val "
         f"{100 * float(start.get('val', float('nan'))):.2f}%), distilling the features of the "
-        f"{len(stage['teachers'])} pool models best on meta-val (nearest centroid, "
+        f"{len(stage['teachers'])} pool models {chosen} (nearest centroid, "
         f"{stage.get('candidates', '?')} candidates): {teachers}.",
         "",
         "| step | meta-val (%) |",

@@ -4,21 +4,27 @@ One ranking serves two callers: the "Best owner" baseline of the final compariso
 (``server.comparison.best_owner_candidate``) and FREE's optional start from the best
 owner's backbone (``meta_learner.init = "best_teacher"``). Both score every candidate on
 the same meta-val tasks, so the same pool gives the same choice.
+
+:func:`rank_per_domain` and :func:`take_in_turns` serve the pool distillation stage of a
+multi-domain pool: every candidate, whatever its input, is scored on each domain's
+meta-val classes (images converted to its input), and the stage's teachers are taken in
+turns from the domains' rankings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from free_common.data.base import ClassImages
 from free_common.evaluation import evaluate
+from free_common.free.augment import to_model_input
 from free_common.free.teachers import Teacher
 from free_common.models import Classifier
 
-__all__ = ["Ranking", "rank_by_nearest_centroid"]
+__all__ = ["Ranking", "at_input", "rank_by_nearest_centroid", "rank_per_domain", "take_in_turns"]
 
 
 @dataclass
@@ -83,3 +89,105 @@ def rank_by_nearest_centroid(
         if ranking.best is None or score > ranking.scores[ranking.best.teacher_id]:
             ranking.best = teacher
     return ranking
+
+
+def at_input(data: ClassImages, channels: int, size: int) -> ClassImages:
+    """``data``'s images converted to (channels, size, size) as a teacher's input is.
+
+    Bilinear resize and channel conversion (:func:`free_common.free.augment.to_model_input`),
+    back to uint8; ``data`` itself when it already has that shape.
+    """
+    if data.image_shape == (channels, size, size):
+        return data
+    pixels = torch.from_numpy(data.images).float() / 255  # (N, C, H, W)
+    converted = to_model_input(pixels, size, channels)  # (N, channels, size, size)
+    images = (converted * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return replace(data, images=images)
+
+
+def rank_per_domain(
+    teachers: Iterable[Teacher],
+    val: ClassImages,
+    *,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    n_tasks: int,
+    seed: int,
+    device: torch.device | str | None = None,
+) -> dict[str, Ranking]:
+    """Every teacher scored on each domain's meta-val classes, whatever its input.
+
+    Args:
+        teachers: the candidates, read once, one at a time (a lazy iterable keeps one model
+            in memory besides each domain's best); those that are not a
+            :class:`Classifier` are skipped.
+        val: meta-val images; a split joining several domains is ranked per domain
+            (:meth:`ClassImages.by_domain`), one domain under the key ``""``.
+        n_way: classes per task.
+        k_shot: support images per class.
+        q_query: query images per class.
+        n_tasks: tasks per candidate and domain.
+        seed: task-sampling seed (the same tasks for every candidate).
+        device: where to evaluate.
+
+    Returns:
+        One :class:`Ranking` per domain, in the order of the domains.
+    """
+    parts = val.by_domain() or {"": val}
+    rankings = {domain: Ranking() for domain in parts}
+    converted: dict[tuple[str, int, int], ClassImages] = {}
+    for teacher in teachers:
+        if not isinstance(teacher.model, Classifier):
+            continue
+        spec = teacher.spec
+        for domain, part in parts.items():
+            key = (domain, spec.in_channels, spec.image_size)
+            if key not in converted:
+                converted[key] = at_input(part, spec.in_channels, spec.image_size)
+            one = rank_by_nearest_centroid(
+                [teacher],
+                converted[key],
+                n_way=n_way,
+                k_shot=k_shot,
+                q_query=q_query,
+                n_tasks=n_tasks,
+                seed=seed,
+                device=device,
+            )
+            ranking = rankings[domain]
+            ranking.scores[teacher.teacher_id] = one.scores[teacher.teacher_id]
+            best = ranking.best
+            if best is None or one.scores[teacher.teacher_id] > ranking.scores[best.teacher_id]:
+                ranking.best = teacher
+    return rankings
+
+
+def take_in_turns(rankings: dict[str, Ranking], k: int) -> list[tuple[str, str, float]]:
+    """Up to ``k`` distinct teachers taken in turns from each domain's ranking.
+
+    Round r takes each domain's r-th best (domains in the order given) unless an earlier
+    turn already took it, in which case that domain takes its next best.
+
+    Returns:
+        ``(teacher id, domain that chose it, its score there)`` in the order taken.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queues = {d: _best_first(r.scores) for d, r in rankings.items()}
+    taken: list[tuple[str, str, float]] = []
+    chosen: set[str] = set()
+    while len(taken) < k and any(queues.values()):
+        for domain, queue in queues.items():
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(taken) < k:
+                teacher_id = queue.pop(0)
+                chosen.add(teacher_id)
+                taken.append((teacher_id, domain, rankings[domain].scores[teacher_id]))
+    return taken
+
+
+def _best_first(scores: dict[str, float]) -> list[str]:
+    """Ids by decreasing score (equal scores keep their order)."""
+    return sorted(scores, key=lambda i: -scores[i])

@@ -7,6 +7,10 @@ centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-sho
 Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
 - ``free``: the shipped default preset (``xkd-cpu``), one model per training seed;
+- ``free_domains``: the default with the pool distillation stage's teachers chosen per
+  domain (``pool_kd.choose = "per-domain"``: every pool model a candidate whatever its
+  input, each domain's meta-val ranking taking turns); differs from ``free`` on
+  multi-domain pools only;
 - ``free_paper``: the published algorithm (``paper-cpu``), one model per training seed;
 - ``scratch``: from-scratch inversion (a fresh generator per teacher, ``scratch_steps``
   Adam steps as in BiDf-MKD/TGR) followed by the default's meta-learning (``xkd-cpu``), one
@@ -101,6 +105,7 @@ CACHE_DIR = Path("~/.cache/freefed").expanduser()
 ``scripts.bench.accuracy``)."""
 METHODS: tuple[str, ...] = (
     "free",
+    "free_domains",
     "free_paper",
     "scratch",
     "random",
@@ -108,12 +113,19 @@ METHODS: tuple[str, ...] = (
     "best_owner",
     "ceiling",
 )
-TRAINED = {"free": "xkd-cpu", "free_paper": "paper-cpu", "scratch": "xkd-cpu"}
+TRAINED = {
+    "free": "xkd-cpu",
+    "free_domains": "xkd-cpu",
+    "free_paper": "paper-cpu",
+    "scratch": "xkd-cpu",
+}
 """Methods trained by FREE's loop, and their preset."""
-VARIANTS = {"free": "free", "free_paper": "free", "scratch": "scratch"}
+VARIANTS = {"free": "free", "free_domains": "free", "free_paper": "free", "scratch": "scratch"}
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
-FREE_METHODS = ("free", "free_paper")
+FREE_METHODS = ("free", "free_domains", "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
+MULTI_DOMAIN_ONLY = ("free_domains",)
+"""Methods that differ from ``free`` on multi-domain pools only: skipped on the others."""
 REFERENCES = ("ceiling",)
 """Methods that see real meta-train images: shown beside FREE, never a baseline of its margin."""
 CEILING = CeilingSettings()
@@ -204,6 +216,8 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
     """
     config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
+    if method == "free_domains":
+        config = replace(config, pool_kd=replace(config.pool_kd, choose="per-domain"))
     if pool in POOL_DOMAINS:
         config = replace(
             config,
@@ -369,6 +383,8 @@ def _trained(
         "best_iteration": result.best_iteration,
         "best_val": result.best_val,
         "excluded": len(result.excluded),
+        "distilled": result.pool_kd.get("teachers", []),
+        "best_pool_kd_step": result.best_pool_kd_step,
     }
     torch.save({"spec": result.spec, "state": result.model.state_dict(), "info": info}, final)
     return result.model, info
@@ -568,6 +584,7 @@ _NAMES = {
     "free": "FREE (xkd-cpu)",
     "free_previous": "FREE, previous default (xkd-cpu before pool distillation: 40 iterations)",
     "scratch_previous": "Scratch inversion + the previous default's meta-learning",
+    "free_domains": "FREE, distillation teachers chosen per domain (xkd-cpu, per-domain)",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
@@ -716,6 +733,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report:
         for pool in pools:
             for method in methods:
+                if method in MULTI_DOMAIN_ONLY and pool not in POOL_DOMAINS:
+                    logger.info(
+                        "%s is free itself on the one-domain %s pool: skipped", method, pool
+                    )
+                    continue
                 for seed in [0] if method in DETERMINISTIC else seeds:
                     for setting in [s for s in settings if s in pool_settings(preset, pool)]:
                         run_unit(

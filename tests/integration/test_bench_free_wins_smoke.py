@@ -69,7 +69,8 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     out, cache = tmp_path / "results", tmp_path / "cache"
     args = [
         "--preset", "smoke", "--out", str(out), "--cache-dir", str(cache), "--pools", "mixed",
-        "--seeds", "0", "--methods", "free,scratch,random,average", "--protocols", "tuned,proto",
+        "--seeds", "0", "--methods", "free,free_domains,scratch,random,average",
+        "--protocols", "tuned,proto",
         "--threads", "1",
     ]  # fmt: skip
     assert bench_free_wins.main(args) == 0
@@ -84,6 +85,10 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     chosen = cell["icons-5w1s"]["tuned"]["margin"]["best_baseline"]
     assert chosen in ("scratch", "random", "average")  # scratch competes
     assert methods[chosen]["mean"] == best  # any of several tied at the top
+    same_input = json.loads((root / "free-s0" / "glyphs-5w1s.json").read_text())["model"]
+    per_domain = json.loads((root / "free_domains-s0" / "glyphs-5w1s.json").read_text())["model"]
+    assert [t.split("-")[0] for t in same_input["distilled"]] == ["icons"]  # RGB owners only
+    assert sorted(t.split("-")[0] for t in per_domain["distilled"]) == ["glyphs", "icons"]
     average = json.loads((root / "average-s0" / "icons-5w1s.json").read_text())
     assert average["model"]["note"].startswith("mean of 1 conv4")  # the RGB icon owner only
     teachers = bench_free_wins.pool_teachers(bench_free_wins.PRESETS["smoke"], "mixed", cache)

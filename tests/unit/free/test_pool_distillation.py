@@ -12,14 +12,14 @@ import server.free_training as free_training
 from free_common.config import ConfigError, FreeConfig, PoolDistillConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import EvalResult
-from free_common.free.best_teacher import rank_by_nearest_centroid
+from free_common.free.best_teacher import at_input, rank_by_nearest_centroid, rank_per_domain
 from free_common.free.meta_learner import build_meta_learner
 from free_common.free.pool_distillation import PoolDistiller, feature_teacher
 from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
 from free_common.models import build_model
 from server.checkpoint import load_checkpoint
 from server.free_training import FreeTrainer
-from tests.unit.free.synthetic import tiny_spec
+from tests.unit.free.synthetic import tiny_spec, trained_teacher
 
 CFG = FreeConfig.preset("test")
 STAGE = replace(
@@ -121,7 +121,15 @@ def test_state_restores_exactly_and_refuses_other_teachers(teachers: list[Teache
 
 @pytest.mark.parametrize(
     "field",
-    [{"teachers": 0}, {"steps": 0}, {"batch": 1}, {"lr": 0.0}, {"shift": -1}, {"eval_every": 0}],
+    [
+        {"teachers": 0},
+        {"steps": 0},
+        {"batch": 1},
+        {"lr": 0.0},
+        {"shift": -1},
+        {"eval_every": 0},
+        {"choose": "best"},
+    ],
 )
 def test_bad_pool_distillation_settings_are_refused(field: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="pool_kd"):
@@ -134,6 +142,48 @@ def test_the_run_config_reaches_the_stage() -> None:
     )
     assert config.pool_kd.enabled and config.pool_kd.steps == 7
     assert not FreeConfig.preset("paper").pool_kd.enabled
+
+
+def test_choose_is_hashed_only_when_it_is_not_the_default() -> None:
+    shipped = FreeConfig.preset("xkd-cpu")
+    assert "choose" not in shipped.to_dict()["pool_kd"]  # keys hashed before it existed hold
+    per_domain = replace(shipped, pool_kd=replace(shipped.pool_kd, choose="per-domain"))
+    assert per_domain.to_dict()["pool_kd"]["choose"] == "per-domain"
+    assert FreeConfig.from_dict(per_domain.to_dict()) == per_domain
+    assert FreeConfig.from_dict(shipped.to_dict()) == shipped
+    run = FreeConfig.from_run_config({"free.preset": "test", "free.pool-kd.choose": "per-domain"})
+    assert run.pool_kd.choose == "per-domain"
+
+
+def test_per_domain_choice_takes_teachers_of_any_input(
+    teachers: list[Teacher],
+    train_split: ClassImages,
+    val_split: ClassImages,
+    tmp_path: Path,
+) -> None:
+    rgb_split = at_input(train_split, 3, 16)
+    rgb = [
+        trained_teacher(
+            f"rgb{i}", rgb_split, c, seed=i, epochs=12, spec=tiny_spec(3, width=8, channels=3)
+        )
+        for i, c in enumerate([[0, 1, 2], [3, 4, 5]])
+    ]
+    config = replace(STAGE, pool_kd=replace(STAGE.pool_kd, choose="per-domain", teachers=3))
+    rankings = rank_per_domain(
+        [*teachers, *rgb],
+        val_split,
+        n_way=3,
+        k_shot=1,
+        q_query=2,
+        n_tasks=config.pool_kd.rank_tasks,
+        seed=1,
+    )
+    expected = sorted(rankings[""].scores, key=lambda i: -rankings[""].scores[i])[:3]
+    result = _trainer([*teachers, *rgb], val_split, tmp_path, config).train(progress=False)
+    assert result.pool_kd["candidates"] == 5
+    assert result.pool_kd["teachers"] == expected
+    assert result.pool_kd["domains"] == {}  # one domain: one ranking
+    assert result.pool_kd["steps_done"] == 4
 
 
 def test_the_stage_distils_the_best_ranked_teachers_and_selection_sees_it(
