@@ -518,17 +518,8 @@ class FreeTrainer:
             ordered = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[:k]
             return {i: ("", ranking.scores[i]) for i in ordered}, len(ranking.scores)
         self._screen_new()
-        ev = self.config.eval
-        rankings = rank_per_domain(
-            (self.cache.get(i) for i in self._accepted()),
-            self.val_data,
-            n_way=ev.n_way,
-            k_shot=min(ev.shots),
-            q_query=ev.q_query,
-            n_tasks=n_tasks,
-            seed=ev.seed + 1,
-            device=self.device,
-        )
+        candidates = (self.cache.get(i) for i in self._accepted())
+        rankings = rank_per_domain(candidates, self.val_data, **self._ranking_tasks(n_tasks))
         chosen = {i: (domain, score) for i, domain, score in take_in_turns(rankings, k)}
         return chosen, len(next(iter(rankings.values())).scores)
 
@@ -538,18 +529,22 @@ class FreeTrainer:
         Every caller scores on the same tasks (``eval.seed + 1``, the smallest shot).
         """
         self._screen_new()
-        ev = self.config.eval
         candidates = (self.cache.get(i) for i in self._accepted())
         return rank_by_nearest_centroid(
-            (t for t in candidates if fits(t.spec)),
-            self.val_data,
-            n_way=ev.n_way,
-            k_shot=min(ev.shots),
-            q_query=ev.q_query,
-            n_tasks=n_tasks,
-            seed=ev.seed + 1,
-            device=self.device,
+            (t for t in candidates if fits(t.spec)), self.val_data, **self._ranking_tasks(n_tasks)
         )
+
+    def _ranking_tasks(self, n_tasks: int) -> dict[str, Any]:
+        """The meta-val tasks every pool ranking scores on: ``eval.seed + 1``, the smallest shot."""
+        ev = self.config.eval
+        return {
+            "n_way": ev.n_way,
+            "k_shot": min(ev.shots),
+            "q_query": ev.q_query,
+            "n_tasks": n_tasks,
+            "seed": ev.seed + 1,
+            "device": self.device,
+        }
 
     # ------------------------------------------------------------------ evaluation
 

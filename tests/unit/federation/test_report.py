@@ -126,6 +126,12 @@ def test_pool_distillation_has_its_own_curve_and_section(tmp_path: Path) -> None
     assert "## Pool distillation" in text
     assert "400 steps in 70 s from the iteration-20 model (meta-val 66.00%)" in text
     assert "`ta` (71.00%), `tb` (69.00%)" in text and "| 400 | 80.00 |" in text
+    assert "pool models best on meta-val" in text
+    per_domain = stage | {"domains": {"ta": "glyphs", "tb": "icons"}}
+    data = ReportData("t", rows, n_way=5, n_tasks=10, pool_kd=per_domain)
+    text = write_report(data, tmp_path / "d")["markdown"].read_text()
+    assert "taken in turns from each domain's meta-val ranking" in text
+    assert "`ta` (glyphs 71.00%), `tb` (icons 69.00%)" in text
     skipped = ReportData("t", rows, n_way=5, n_tasks=10, pool_kd={"skipped": "empty memory bank"})
     text = write_report(skipped, tmp_path / "s")["markdown"].read_text()
     assert "Skipped: empty memory bank." in text
