@@ -464,8 +464,13 @@ class FreeTrainer:
             chosen, candidates = self._choose_distilled(cfg.choose, cfg.teachers, cfg.rank_tasks)
             ordered = list(chosen)
             if not ordered:
-                logger.warning("pool distillation skipped: no pool model takes the learner's input")
-                stage.update({"skipped": "no teacher with the learner's input", "steps_done": 0})
+                why = (
+                    "no teacher with the learner's input"
+                    if cfg.choose == "same-input"
+                    else "no pool model with a feature extractor"
+                )
+                logger.warning("pool distillation skipped: %s", why)
+                stage.update({"skipped": why, "steps_done": 0})
                 return False
             assert self.state.best_state is not None
             self.learner.load_state_dict(self.state.best_state)

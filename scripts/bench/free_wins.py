@@ -7,10 +7,10 @@ centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-sho
 Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
 - ``free``: the shipped default preset (``xkd-cpu``), one model per training seed;
-- ``free_domains``: the default with the pool distillation stage's teachers chosen per
-  domain (``pool_kd.choose = "per-domain"``: every pool model a candidate whatever its
-  input, each domain's meta-val ranking taking turns); differs from ``free`` on
-  multi-domain pools only;
+- ``free_same_input``: the default with the pool distillation stage's teachers chosen
+  by the earlier rule (``pool_kd.choose = "same-input"``: only pool models that take the
+  learner's input, ranked on the whole meta-val); differs from ``free`` on multi-domain
+  pools only, where it distils the RGB icon owners alone;
 - ``free_paper``: the published algorithm (``paper-cpu``), one model per training seed;
 - ``scratch``: from-scratch inversion (a fresh generator per teacher, ``scratch_steps``
   Adam steps as in BiDf-MKD/TGR) followed by the default's meta-learning (``xkd-cpu``), one
@@ -105,7 +105,7 @@ CACHE_DIR = Path("~/.cache/freefed").expanduser()
 ``scripts.bench.accuracy``)."""
 METHODS: tuple[str, ...] = (
     "free",
-    "free_domains",
+    "free_same_input",
     "free_paper",
     "scratch",
     "random",
@@ -115,16 +115,21 @@ METHODS: tuple[str, ...] = (
 )
 TRAINED = {
     "free": "xkd-cpu",
-    "free_domains": "xkd-cpu",
+    "free_same_input": "xkd-cpu",
     "free_paper": "paper-cpu",
     "scratch": "xkd-cpu",
 }
 """Methods trained by FREE's loop, and their preset."""
-VARIANTS = {"free": "free", "free_domains": "free", "free_paper": "free", "scratch": "scratch"}
+VARIANTS = {
+    "free": "free",
+    "free_same_input": "free",
+    "free_paper": "free",
+    "scratch": "scratch",
+}
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
-FREE_METHODS = ("free", "free_domains", "free_paper")
+FREE_METHODS = ("free", "free_same_input", "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
-MULTI_DOMAIN_ONLY = ("free_domains",)
+MULTI_DOMAIN_ONLY = ("free_same_input",)
 """Methods that differ from ``free`` on multi-domain pools only: skipped on the others."""
 REFERENCES = ("ceiling",)
 """Methods that see real meta-train images: shown beside FREE, never a baseline of its margin."""
@@ -216,8 +221,8 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
     """
     config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
-    if method == "free_domains":
-        config = replace(config, pool_kd=replace(config.pool_kd, choose="per-domain"))
+    if method == "free_same_input":
+        config = replace(config, pool_kd=replace(config.pool_kd, choose="same-input"))
     if pool in POOL_DOMAINS:
         config = replace(
             config,
@@ -256,7 +261,10 @@ def method_key(preset: WinsPreset, method: str, seed: int, pool: str = "single")
     another key is measured again.
     """
     if method in TRAINED:
-        what = free_config(preset, method, seed, pool).to_dict()
+        config = free_config(preset, method, seed, pool)
+        what = config.to_dict()
+        if pool in POOL_DOMAINS:  # where the default choice of distilled teachers changed
+            what["pool_kd_choose"] = config.pool_kd.choose
     elif method == "ceiling":
         spec = learner_spec(free_config(preset, "free", seed, pool).meta_learner)
         what = {"spec": spec.to_json(), "ceiling": asdict(CEILING)}
@@ -584,7 +592,7 @@ _NAMES = {
     "free": "FREE (xkd-cpu)",
     "free_previous": "FREE, previous default (xkd-cpu before pool distillation: 40 iterations)",
     "scratch_previous": "Scratch inversion + the previous default's meta-learning",
-    "free_domains": "FREE, distillation teachers chosen per domain (xkd-cpu, per-domain)",
+    "free_same_input": "FREE, distilling only owners with the learner's input (same-input)",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",

@@ -69,7 +69,7 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     out, cache = tmp_path / "results", tmp_path / "cache"
     args = [
         "--preset", "smoke", "--out", str(out), "--cache-dir", str(cache), "--pools", "mixed",
-        "--seeds", "0", "--methods", "free,free_domains,scratch,random,average",
+        "--seeds", "0", "--methods", "free,free_same_input,scratch,random,average",
         "--protocols", "tuned,proto",
         "--threads", "1",
     ]  # fmt: skip
@@ -85,8 +85,9 @@ def test_the_mixed_pool_meta_tests_each_domain_with_an_rgb_learner(tmp_path: Pat
     chosen = cell["icons-5w1s"]["tuned"]["margin"]["best_baseline"]
     assert chosen in ("scratch", "random", "average")  # scratch competes
     assert methods[chosen]["mean"] == best  # any of several tied at the top
-    same_input = json.loads((root / "free-s0" / "glyphs-5w1s.json").read_text())["model"]
-    per_domain = json.loads((root / "free_domains-s0" / "glyphs-5w1s.json").read_text())["model"]
+    same_input = json.loads((root / "free_same_input-s0" / "glyphs-5w1s.json").read_text())
+    per_domain = json.loads((root / "free-s0" / "glyphs-5w1s.json").read_text())
+    same_input, per_domain = same_input["model"], per_domain["model"]
     assert [t.split("-")[0] for t in same_input["distilled"]] == ["icons"]  # RGB owners only
     assert sorted(t.split("-")[0] for t in per_domain["distilled"]) == ["glyphs", "icons"]
     average = json.loads((root / "average-s0" / "icons-5w1s.json").read_text())

@@ -146,13 +146,14 @@ def test_the_run_config_reaches_the_stage() -> None:
 
 def test_choose_is_hashed_only_when_it_is_not_the_default() -> None:
     shipped = FreeConfig.preset("xkd-cpu")
+    assert shipped.pool_kd.choose == "per-domain"
     assert "choose" not in shipped.to_dict()["pool_kd"]  # keys hashed before it existed hold
-    per_domain = replace(shipped, pool_kd=replace(shipped.pool_kd, choose="per-domain"))
-    assert per_domain.to_dict()["pool_kd"]["choose"] == "per-domain"
-    assert FreeConfig.from_dict(per_domain.to_dict()) == per_domain
+    same_input = replace(shipped, pool_kd=replace(shipped.pool_kd, choose="same-input"))
+    assert same_input.to_dict()["pool_kd"]["choose"] == "same-input"
+    assert FreeConfig.from_dict(same_input.to_dict()) == same_input
     assert FreeConfig.from_dict(shipped.to_dict()) == shipped
-    run = FreeConfig.from_run_config({"free.preset": "test", "free.pool-kd.choose": "per-domain"})
-    assert run.pool_kd.choose == "per-domain"
+    run = FreeConfig.from_run_config({"free.preset": "test", "free.pool-kd.choose": "same-input"})
+    assert run.pool_kd.choose == "same-input"
 
 
 def test_per_domain_choice_takes_teachers_of_any_input(
@@ -168,7 +169,8 @@ def test_per_domain_choice_takes_teachers_of_any_input(
         )
         for i, c in enumerate([[0, 1, 2], [3, 4, 5]])
     ]
-    config = replace(STAGE, pool_kd=replace(STAGE.pool_kd, choose="per-domain", teachers=3))
+    config = replace(STAGE, pool_kd=replace(STAGE.pool_kd, teachers=3))
+    assert config.pool_kd.choose == "per-domain"
     rankings = rank_per_domain(
         [*teachers, *rgb],
         val_split,
@@ -223,7 +225,9 @@ def test_selection_keeps_the_meta_trained_model_when_the_stage_does_not_help(
 
     monkeypatch.setattr(free_training, "evaluate", fake_evaluate)
     trainer = _trainer(teachers, val_split, tmp_path, STAGE)
-    monkeypatch.setattr(trainer, "_rank_pool", lambda fits, n: _fixed_ranking(teachers))
+    monkeypatch.setattr(
+        trainer, "_choose_distilled", lambda choose, k, n: ({"t0": ("", 0.9), "t1": ("", 0.8)}, 3)
+    )
     result = trainer.train(progress=False)
     assert (result.best_iteration, result.best_pool_kd_step) == (2, 0)
     saved = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
@@ -271,7 +275,8 @@ def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
         )
         for i in range(2)
     ]
-    trainer = _trainer([*teachers, *rgb], val_split, tmp_path, STAGE)
+    same_input = replace(STAGE, pool_kd=replace(STAGE.pool_kd, choose="same-input"))
+    trainer = _trainer([*teachers, *rgb], val_split, tmp_path, same_input)
     monkeypatch_rank = trainer._rank_pool
     seen: list[str] = []
 
@@ -282,13 +287,7 @@ def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
     trainer._rank_pool = recording  # type: ignore[method-assign]
     result = trainer.train(progress=False)
     assert "rgb0" not in seen and "rgb0" not in result.pool_kd["teachers"]
-    only_rgb = _trainer(rgb, val_split, tmp_path / "rgb", replace(STAGE, screening=CFG.screening))
+    only_rgb = _trainer(rgb, val_split, tmp_path / "rgb", same_input)
     assert (
         only_rgb.train(progress=False).pool_kd["skipped"] == "no teacher with the learner's input"
     )
-
-
-def _fixed_ranking(teachers: list[Teacher]) -> Any:
-    from free_common.free.best_teacher import Ranking
-
-    return Ranking(teachers[0], {t.teacher_id: 1.0 - 0.1 * i for i, t in enumerate(teachers)})
