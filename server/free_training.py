@@ -519,12 +519,11 @@ class FreeTrainer:
         :attr:`free_common.config.PoolDistillConfig.choose`.
         """
         if choose == "same-input":
-            ranking = self._rank_pool(self.spec.same_input, n_tasks)
-            ordered = sorted(ranking.scores, key=lambda i: -ranking.scores[i])[:k]
-            return {i: ("", ranking.scores[i]) for i in ordered}, len(ranking.scores)
-        self._screen_new()
-        candidates = (self.cache.get(i) for i in self._accepted())
-        rankings = rank_per_domain(candidates, self.val_data, **self._ranking_tasks(n_tasks))
+            rankings = {"": self._rank_pool(self.spec.same_input, n_tasks)}
+        else:
+            self._screen_new()
+            candidates = (self.cache.get(i) for i in self._accepted())
+            rankings = rank_per_domain(candidates, self.val_data, **self._ranking_tasks(n_tasks))
         chosen = {i: (domain, score) for i, domain, score in take_in_turns(rankings, k)}
         return chosen, len(next(iter(rankings.values())).scores)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 
@@ -39,6 +40,16 @@ class Ranking:
 
     best: Teacher | None = None
     scores: dict[str, float] = field(default_factory=dict)
+
+    def add(self, teacher: Teacher, score: float) -> None:
+        """Record ``teacher``'s score; it becomes :attr:`best` only by beating the best."""
+        self.scores[teacher.teacher_id] = score
+        if self.best is None or score > self.scores[self.best.teacher_id]:
+            self.best = teacher
+
+    def best_first(self) -> list[str]:
+        """Teacher ids by decreasing score (equal scores keep the order scored)."""
+        return sorted(self.scores, key=lambda i: -self.scores[i])
 
 
 def rank_by_nearest_centroid(
@@ -69,26 +80,43 @@ def rank_by_nearest_centroid(
     Returns:
         The best teacher and every score. The global RNG state is left as it was.
     """
+    tasks = _Tasks(n_way, k_shot, q_query, n_tasks, seed)
     ranking = Ranking()
     for teacher in teachers:
-        if not isinstance(teacher.model, Classifier):
-            continue
-        with torch.random.fork_rng(devices=[]):
-            score = evaluate(
-                teacher.model,
-                val,
-                n_way=n_way,
-                k_shot=k_shot,
-                q_query=q_query,
-                n_tasks=n_tasks,
-                mode="proto",
-                seed=seed,
-                device=device,
-            ).mean
-        ranking.scores[teacher.teacher_id] = score
-        if ranking.best is None or score > ranking.scores[ranking.best.teacher_id]:
-            ranking.best = teacher
+        if isinstance(teacher.model, Classifier):
+            ranking.add(teacher, _score(teacher.model, val, tasks, device))
     return ranking
+
+
+class _Tasks(NamedTuple):
+    """The meta-val tasks every candidate of a ranking is scored on."""
+
+    n_way: int
+    k_shot: int
+    q_query: int
+    n_tasks: int
+    seed: int
+
+
+def _score(
+    model: Classifier, val: ClassImages, tasks: _Tasks, device: torch.device | str | None
+) -> float:
+    """Mean nearest-centroid accuracy of ``model``'s features on ``val``'s ``tasks``.
+
+    The global RNG state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return evaluate(
+            model,
+            val,
+            n_way=tasks.n_way,
+            k_shot=tasks.k_shot,
+            q_query=tasks.q_query,
+            n_tasks=tasks.n_tasks,
+            mode="proto",
+            seed=tasks.seed,
+            device=device,
+        ).mean
 
 
 def at_input(data: ClassImages, channels: int, size: int) -> ClassImages:
@@ -134,6 +162,7 @@ def rank_per_domain(
     Returns:
         One :class:`Ranking` per domain, in the order of the domains.
     """
+    tasks = _Tasks(n_way, k_shot, q_query, n_tasks, seed)
     parts = val.by_domain() or {"": val}
     rankings = {domain: Ranking() for domain in parts}
     converted: dict[tuple[str, int, int], ClassImages] = {}
@@ -145,21 +174,8 @@ def rank_per_domain(
             key = (domain, spec.in_channels, spec.image_size)
             if key not in converted:
                 converted[key] = at_input(part, spec.in_channels, spec.image_size)
-            one = rank_by_nearest_centroid(
-                [teacher],
-                converted[key],
-                n_way=n_way,
-                k_shot=k_shot,
-                q_query=q_query,
-                n_tasks=n_tasks,
-                seed=seed,
-                device=device,
-            )
-            ranking = rankings[domain]
-            ranking.scores[teacher.teacher_id] = one.scores[teacher.teacher_id]
-            best = ranking.best
-            if best is None or one.scores[teacher.teacher_id] > ranking.scores[best.teacher_id]:
-                ranking.best = teacher
+            score = _score(teacher.model, converted[key], tasks, device)
+            rankings[domain].add(teacher, score)
     return rankings
 
 
@@ -174,7 +190,7 @@ def take_in_turns(rankings: dict[str, Ranking], k: int) -> list[tuple[str, str, 
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    queues = {d: _best_first(r.scores) for d, r in rankings.items()}
+    queues = {d: r.best_first() for d, r in rankings.items()}
     taken: list[tuple[str, str, float]] = []
     chosen: set[str] = set()
     while len(taken) < k and any(queues.values()):
@@ -186,8 +202,3 @@ def take_in_turns(rankings: dict[str, Ranking], k: int) -> list[tuple[str, str, 
                 chosen.add(teacher_id)
                 taken.append((teacher_id, domain, rankings[domain].scores[teacher_id]))
     return taken
-
-
-def _best_first(scores: dict[str, float]) -> list[str]:
-    """Ids by decreasing score (equal scores keep their order)."""
-    return sorted(scores, key=lambda i: -scores[i])
