@@ -106,6 +106,7 @@ CACHE_DIR = Path("~/.cache/freefed").expanduser()
 METHODS: tuple[str, ...] = (
     "free",
     "free_same_input",
+    "free_kd10",
     "free_paper",
     "scratch",
     "random",
@@ -116,6 +117,7 @@ METHODS: tuple[str, ...] = (
 TRAINED = {
     "free": "xkd-cpu",
     "free_same_input": "xkd-cpu",
+    "free_kd10": "xkd-cpu",
     "free_paper": "paper-cpu",
     "scratch": "xkd-cpu",
 }
@@ -123,14 +125,20 @@ TRAINED = {
 VARIANTS = {
     "free": "free",
     "free_same_input": "free",
+    "free_kd10": "free",
     "free_paper": "free",
     "scratch": "scratch",
 }
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
-FREE_METHODS = ("free", "free_same_input", "free_paper")
+FREE_METHODS = ("free", "free_same_input", "free_kd10", "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
 MULTI_DOMAIN_ONLY = ("free_same_input",)
 """Methods that differ from ``free`` on multi-domain pools only: skipped on the others."""
+POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
+    "free_same_input": {"choose": "same-input"},
+    "free_kd10": {"teachers": 10},
+}
+"""Trained methods that are the default with these ``pool_kd`` fields changed."""
 REFERENCES = ("ceiling",)
 """Methods that see real meta-train images: shown beside FREE, never a baseline of its margin."""
 CEILING = CeilingSettings()
@@ -221,8 +229,8 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
     """
     config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
-    if method == "free_same_input":
-        config = replace(config, pool_kd=replace(config.pool_kd, choose="same-input"))
+    if method in POOL_KD_LEVERS:
+        config = replace(config, pool_kd=replace(config.pool_kd, **POOL_KD_LEVERS[method]))
     if pool in POOL_DOMAINS:
         config = replace(
             config,
@@ -593,6 +601,7 @@ _NAMES = {
     "free_previous": "FREE, previous default (xkd-cpu before pool distillation: 40 iterations)",
     "scratch_previous": "Scratch inversion + the previous default's meta-learning",
     "free_same_input": "FREE, distilling only owners with the learner's input (same-input)",
+    "free_kd10": "FREE, 10 pool distillation teachers instead of 5",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
