@@ -320,19 +320,27 @@ def _train_split(preset: WinsPreset, domain: str) -> ClassImages:
     return load_dataset(domain, "train")
 
 
-def _val_split(preset: WinsPreset, pool: str, cache: dict[Any, Any]) -> ClassImages:
-    """What FREE selects on and best-owner ranks on: the pool's meta-val, at the learner's input.
+def _pool_split(preset: WinsPreset, pool: str, split: str) -> ClassImages:
+    """A split of the pool's domains at the learner's input.
 
-    A multi-domain pool's is the union of its domains' meta-val sets (RGB).
+    A multi-domain pool's is the union of its domains' splits (RGB, the learner's size);
+    a one-domain pool's is its dataset's split as stored.
     """
+    if pool not in POOL_DOMAINS:
+        return load_split(preset.dataset, split)
+    spec = learner_spec(free_config(preset, "free", 0, pool).meta_learner)
+    mix = DataSource.parse("+".join(POOL_DOMAINS[pool])).load(
+        split, image_size=spec.image_size, channels=spec.in_channels
+    )
+    assert mix is not None  # a mix of named domains is never the ``none`` source
+    return mix
+
+
+def _val_split(preset: WinsPreset, pool: str, cache: dict[Any, Any]) -> ClassImages:
+    """What FREE selects on and best-owner ranks on: the pool's meta-val (:func:`_pool_split`)."""
     key = ("val", pool if pool in POOL_DOMAINS else preset.dataset)
     if key not in cache:
-        if pool in POOL_DOMAINS:
-            mix = DataSource.parse("+".join(POOL_DOMAINS[pool]))
-            side = learner_spec(free_config(preset, "free", 0, pool).meta_learner).image_size
-            cache[key] = mix.load("val", image_size=side, channels=MIXED_CHANNELS)
-        else:
-            cache[key] = load_split(preset.dataset, "val")
+        cache[key] = _pool_split(preset, pool, "val")
     data: ClassImages = cache[key]
     return data
 
@@ -414,14 +422,7 @@ def _ceiling(
     if final.is_file():
         return _load_model(final)
     domains = POOL_DOMAINS.get(pool, (preset.dataset,))
-    if pool in POOL_DOMAINS:
-        mix = DataSource.parse("+".join(domains)).load(
-            "train", image_size=spec.image_size, channels=spec.in_channels
-        )
-        assert mix is not None  # a mix of named domains is never the ``none`` source
-        train = mix
-    else:
-        train = _train_split(preset, preset.dataset)
+    train = _pool_split(preset, pool, "train")
     started = time.perf_counter()
     settings = CEILING if not preset.tiny else replace(CEILING, epochs=1)
     model, trained = pretrain_ceiling(train, spec, seed, settings, progress=True)

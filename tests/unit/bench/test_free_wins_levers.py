@@ -1,0 +1,25 @@
+"""The free_wins bench's lever methods: the default with some pool distillation fields changed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scripts.bench.free_wins import POOL_KD_LEVERS, PRESETS, free_config, method_key
+
+
+def test_each_lever_changes_only_its_pool_kd_fields_and_its_key() -> None:
+    preset = PRESETS["full"]
+    for pool in ("single", "mixed"):
+        default = free_config(preset, "free", 0, pool)
+        for method, fields in POOL_KD_LEVERS.items():
+            lever = free_config(preset, method, 0, pool)
+            assert {k: getattr(lever.pool_kd, k) for k in fields} == fields
+            assert replace(lever, pool_kd=default.pool_kd) == default
+            assert method_key(preset, method, 0, pool) != method_key(preset, "free", 0, pool)
+
+
+def test_ten_teachers_give_each_of_two_domains_five() -> None:
+    config = free_config(PRESETS["full"], "free_kd10", 1, "mixed")
+    assert config.pool_kd.teachers == 10
+    assert config.pool_kd.choose == "per-domain"
+    assert config.seed == 1
