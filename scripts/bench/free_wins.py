@@ -107,6 +107,7 @@ METHODS: tuple[str, ...] = (
     "free",
     "free_same_input",
     "free_kd10",
+    "free_kd2000",
     "free_paper",
     "scratch",
     "random",
@@ -118,6 +119,7 @@ TRAINED = {
     "free": "xkd-cpu",
     "free_same_input": "xkd-cpu",
     "free_kd10": "xkd-cpu",
+    "free_kd2000": "xkd-cpu",
     "free_paper": "paper-cpu",
     "scratch": "xkd-cpu",
 }
@@ -126,17 +128,19 @@ VARIANTS = {
     "free": "free",
     "free_same_input": "free",
     "free_kd10": "free",
+    "free_kd2000": "free",
     "free_paper": "free",
     "scratch": "scratch",
 }
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
-FREE_METHODS = ("free", "free_same_input", "free_kd10", "free_paper")
+FREE_METHODS = ("free", "free_same_input", "free_kd10", "free_kd2000", "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
 MULTI_DOMAIN_ONLY = ("free_same_input",)
 """Methods that differ from ``free`` on multi-domain pools only: skipped on the others."""
 POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
     "free_same_input": {"choose": "same-input"},
     "free_kd10": {"teachers": 10},
+    "free_kd2000": {"steps": 2000},
 }
 """Trained methods that are the default with these ``pool_kd`` fields changed."""
 REFERENCES = ("ceiling",)
@@ -603,6 +607,7 @@ _NAMES = {
     "scratch_previous": "Scratch inversion + the previous default's meta-learning",
     "free_same_input": "FREE, distilling only owners with the learner's input (same-input)",
     "free_kd10": "FREE, 10 pool distillation teachers instead of 5",
+    "free_kd2000": "FREE, 2,000 pool distillation steps instead of 1,000",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
