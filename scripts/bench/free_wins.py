@@ -103,11 +103,16 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 CACHE_DIR = Path("~/.cache/freefed").expanduser()
 """Trained models go to ``<cache>/free_wins``, pools to ``<cache>/pools`` (shared with
 ``scripts.bench.accuracy``)."""
+POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
+    "free_same_input": {"choose": "same-input"},
+    "free_kd10": {"teachers": 10},
+    "free_kd2000": {"steps": 2000},
+}
+"""Levers: trained methods that are the default (``free``) with these ``pool_kd`` fields
+changed; each is trained, named and counted as FREE like the default."""
 METHODS: tuple[str, ...] = (
     "free",
-    "free_same_input",
-    "free_kd10",
-    "free_kd2000",
+    *POOL_KD_LEVERS,
     "free_paper",
     "scratch",
     "random",
@@ -117,32 +122,22 @@ METHODS: tuple[str, ...] = (
 )
 TRAINED = {
     "free": "xkd-cpu",
-    "free_same_input": "xkd-cpu",
-    "free_kd10": "xkd-cpu",
-    "free_kd2000": "xkd-cpu",
+    **dict.fromkeys(POOL_KD_LEVERS, "xkd-cpu"),
     "free_paper": "paper-cpu",
     "scratch": "xkd-cpu",
 }
 """Methods trained by FREE's loop, and their preset."""
 VARIANTS = {
     "free": "free",
-    "free_same_input": "free",
-    "free_kd10": "free",
-    "free_kd2000": "free",
+    **dict.fromkeys(POOL_KD_LEVERS, "free"),
     "free_paper": "free",
     "scratch": "scratch",
 }
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
-FREE_METHODS = ("free", "free_same_input", "free_kd10", "free_kd2000", "free_paper")
+FREE_METHODS = ("free", *POOL_KD_LEVERS, "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
 MULTI_DOMAIN_ONLY = ("free_same_input",)
 """Methods that differ from ``free`` on multi-domain pools only: skipped on the others."""
-POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
-    "free_same_input": {"choose": "same-input"},
-    "free_kd10": {"teachers": 10},
-    "free_kd2000": {"steps": 2000},
-}
-"""Trained methods that are the default with these ``pool_kd`` fields changed."""
 REFERENCES = ("ceiling",)
 """Methods that see real meta-train images: shown beside FREE, never a baseline of its margin."""
 CEILING = CeilingSettings()

@@ -312,7 +312,7 @@ def _config_key(preset: PoisonPreset, seed: int, defences: bool | None) -> str:
     }
     if defences is None:
         record["revision"] = DETECTION_REVISION
-    if defences is not None:
+    else:
         record |= {
             "free": config.to_dict(),
             "shots": list(preset.shots),
