@@ -58,6 +58,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -80,6 +81,7 @@ from free_common.runtime import host_record, pick_device
 from scripts.bench.ceiling import CeilingSettings, pretrain_ceiling
 from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
 from server.baselines import free_trainer
+from server.checkpoint import load_checkpoint
 from server.comparison import average_candidate, best_owner_candidate, random_candidate
 
 __all__ = [
@@ -107,6 +109,8 @@ POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
     "free_same_input": {"choose": "same-input"},
     "free_kd10": {"teachers": 10},
     "free_kd2000": {"steps": 2000},
+    "free_kd3000": {"steps": 3000},
+    "free_kd4000": {"steps": 4000},
 }
 """Levers: trained methods that are the default (``free``) with these ``pool_kd`` fields
 changed; each is trained, named and counted as FREE like the default."""
@@ -397,12 +401,14 @@ def _trained(
     final = work / "model.pt"
     if final.is_file():
         return _load_model(final)
+    earlier = _start_from_shorter_stage(work, method, config)
     t0 = time.perf_counter()
     trainer = free_trainer(config, VARIANTS[method], teachers, val_data=val, work_dir=work)
     result = trainer.train(progress=True)
     info = {
         "preset": TRAINED[method],
-        "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": round(time.perf_counter() - t0 + earlier.get("train_seconds", 0.0), 1),
+        **({"continued_from": earlier["run"]} if earlier else {}),
         "best_iteration": result.best_iteration,
         "best_val": result.best_val,
         "excluded": len(result.excluded),
@@ -411,6 +417,55 @@ def _trained(
     }
     torch.save({"spec": result.spec, "state": result.model.state_dict(), "info": info}, final)
     return result.model, info
+
+
+def _start_from_shorter_stage(work: Path, method: str, config: FreeConfig) -> dict[str, Any]:
+    """Start ``work`` from a finished sibling run that stopped its distillation stage earlier.
+
+    A sibling is a cached run of the same pool and seed, same training variant and same
+    configuration but for a smaller ``pool_kd.steps`` that is a multiple of the stage's
+    ``eval_every``. Its checkpoint holds the learner, the projectors, their optimiser and the
+    random generators after its last step; a run continued from it evaluates and checkpoints
+    at the same steps as one trained from the start, so it trains the same model (the
+    trainer resumes bit-exactly) and only the extra steps cost time. The longest such
+    sibling is used.
+
+    Returns:
+        ``{"run": <sibling directory name>, "train_seconds": <its training time>}``, or
+        ``{}`` when ``work`` already has a checkpoint or no sibling qualifies.
+    """
+    target = work / "checkpoints" / "latest.pt"
+    if target.exists() or not config.pool_kd.enabled:
+        return {}
+    wanted = _without_stage_steps(config.to_dict())
+    best: tuple[int, Path, dict[str, Any]] | None = None
+    for saved in work.parent.glob(f"*-s{config.seed}-*/checkpoints/latest.pt"):
+        run = saved.parent.parent
+        sibling = run.name.rsplit("-", 2)[0]
+        if VARIANTS.get(sibling) != VARIANTS[method] or not (run / "model.pt").is_file():
+            continue
+        state = load_checkpoint(saved)
+        if state is None or _without_stage_steps(state["config"]) != wanted:
+            continue
+        steps = int(state["config"]["pool_kd"]["steps"])
+        done = int(state["run"]["pool_kd"].get("steps_done", 0))
+        if done != steps or steps >= config.pool_kd.steps or steps % config.pool_kd.eval_every:
+            continue
+        if best is None or steps > best[0]:
+            info = torch.load(run / "model.pt", weights_only=False)["info"]
+            best = (steps, saved, {"run": run.name, "train_seconds": info["train_seconds"]})
+    if best is None:
+        return {}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best[1], target)
+    steps, _, earlier = best
+    logger.info("%s: continues %s after its %d steps", work.name, earlier["run"], steps)
+    return earlier
+
+
+def _without_stage_steps(config: dict[str, Any]) -> dict[str, Any]:
+    """A FREE config dict without ``pool_kd.steps``."""
+    return {**config, "pool_kd": {k: v for k, v in config["pool_kd"].items() if k != "steps"}}
 
 
 def _ceiling(
@@ -603,6 +658,8 @@ _NAMES = {
     "free_same_input": "FREE, distilling only owners with the learner's input (same-input)",
     "free_kd10": "FREE, 10 pool distillation teachers instead of 5",
     "free_kd2000": "FREE, 2,000 pool distillation steps instead of 1,000",
+    "free_kd3000": "FREE, 3,000 pool distillation steps instead of 1,000",
+    "free_kd4000": "FREE, 4,000 pool distillation steps instead of 1,000",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
