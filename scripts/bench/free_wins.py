@@ -7,10 +7,14 @@ centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-sho
 Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
 - ``free``: the shipped default preset (``xkd-cpu``), one model per training seed;
-- ``free_same_input``: the default with the pool distillation stage's teachers chosen
-  by the earlier rule (``pool_kd.choose = "same-input"``: only pool models that take the
-  learner's input, ranked on the whole meta-val); differs from ``free`` on multi-domain
-  pools only, where it distils the RGB icon owners alone;
+- the levers (:data:`POOL_KD_LEVERS`), the default with some pool distillation fields
+  changed, each chosen or dropped on meta-val: ``free_kd1000`` (1,000 steps, the default
+  until 2026-12-06), ``free_kd3000`` and ``free_kd4000`` (longer stages, each continued
+  from a cached shorter run), and at 1,000 steps ``free_kd10`` (ten teachers) and
+  ``free_same_input`` (teachers chosen by the earlier rule, ``pool_kd.choose =
+  "same-input"``: only pool models that take the learner's input, ranked on the whole
+  meta-val; differs from ``free_kd1000`` on multi-domain pools only, where it distils the
+  RGB icon owners alone);
 - ``free_paper``: the published algorithm (``paper-cpu``), one model per training seed;
 - ``scratch``: from-scratch inversion (a fresh generator per teacher, ``scratch_steps``
   Adam steps as in BiDf-MKD/TGR) followed by the default's meta-learning (``xkd-cpu``), one
@@ -106,14 +110,16 @@ CACHE_DIR = Path("~/.cache/freefed").expanduser()
 """Trained models go to ``<cache>/free_wins``, pools to ``<cache>/pools`` (shared with
 ``scripts.bench.accuracy``)."""
 POOL_KD_LEVERS: dict[str, dict[str, Any]] = {
-    "free_same_input": {"choose": "same-input"},
-    "free_kd10": {"teachers": 10},
-    "free_kd2000": {"steps": 2000},
+    "free_kd1000": {"steps": 1000},
+    "free_same_input": {"choose": "same-input", "steps": 1000},
+    "free_kd10": {"teachers": 10, "steps": 1000},
     "free_kd3000": {"steps": 3000},
     "free_kd4000": {"steps": 4000},
 }
 """Levers: trained methods that are the default (``free``) with these ``pool_kd`` fields
-changed; each is trained, named and counted as FREE like the default."""
+changed; each is trained, named and counted as FREE like the default. The levers measured
+against the 1,000-step default of 2026-12-05 keep its stage length, so that their units
+stay comparable with ``free_kd1000``, that default's own units."""
 METHODS: tuple[str, ...] = (
     "free",
     *POOL_KD_LEVERS,
@@ -653,13 +659,13 @@ def _summary(setting: str, protocol: str, by_method: dict[str, Any]) -> dict[str
 
 _NAMES = {
     "free": "FREE (xkd-cpu)",
-    "free_previous": "FREE, previous default (xkd-cpu before pool distillation: 40 iterations)",
+    "free_previous": "FREE, an earlier default (units whose configuration is no longer xkd-cpu)",
     "scratch_previous": "Scratch inversion + the previous default's meta-learning",
-    "free_same_input": "FREE, distilling only owners with the learner's input (same-input)",
-    "free_kd10": "FREE, 10 pool distillation teachers instead of 5",
-    "free_kd2000": "FREE, 2,000 pool distillation steps instead of 1,000",
-    "free_kd3000": "FREE, 3,000 pool distillation steps instead of 1,000",
-    "free_kd4000": "FREE, 4,000 pool distillation steps instead of 1,000",
+    "free_kd1000": "FREE, 1,000 pool distillation steps (the default until 2026-12-06)",
+    "free_same_input": "FREE, 1,000 steps, distilling only owners with the learner's input",
+    "free_kd10": "FREE, 1,000 steps, 10 pool distillation teachers instead of 5",
+    "free_kd3000": "FREE, 3,000 pool distillation steps instead of 2,000",
+    "free_kd4000": "FREE, 4,000 pool distillation steps instead of 2,000",
     "free_paper": "FREE as published (paper-cpu)",
     "scratch": "Scratch inversion + the same meta-learning",
     "random": "Random",
@@ -667,6 +673,66 @@ _NAMES = {
     "best_owner": "Best single teacher",
     "ceiling": "Ceiling: pre-trained on real meta-train images (not data-free)",
 }
+
+
+_POOL_NAMES = {
+    "single": "single pool (100 Conv4 glyph owners)",
+    "multi": "multi-architecture pool (Conv4, ResNet-10, ResNet-18)",
+    "mixed": "glyph + icon pool",
+}
+
+
+def headline(rep: dict[str, Any]) -> str:
+    """One line for the README: FREE's margin over the best data-free baseline.
+
+    Per pool (single, multi, mixed), under the tuned protocol and the prototype head (the
+    device's path): each setting's FREE mean over seeds and its margin in points over the
+    best baseline (named when it is not the best single teacher), marked ``goal met`` or
+    ``goal not met`` where a goal applies, and ``a seed below`` when some seed does not
+    beat that baseline; then the settings where FREE has no unit yet.
+    """
+    parts = []
+    for pool in [p for p in POOLS if p in rep["results"]]:
+        by_setting = rep["results"][pool]
+        groups = []
+        for protocol, name in (("tuned", "tuned"), ("proto", "prototype head")):
+            cells, seeds, missing = [], set(), []
+            for setting in [s for s in SETTINGS if s in by_setting]:
+                cell = by_setting[setting].get(protocol, {})
+                if "margin" not in cell:
+                    missing += [setting] if "free" not in cell.get("methods", {}) else []
+                    continue
+                margin, free = cell["margin"], cell["methods"]["free"]
+                seeds.add(len(free["seeds"]))
+                versus = margin["best_baseline"]
+                who = "" if versus == "best_owner" else f" vs {_NAMES[versus].lower()}"
+                cells.append(
+                    f"{setting} {free['mean']:.1f} ({margin['points']:+.2f}{who}"
+                    f"{_margin_verdict(margin)})"
+                )
+            if missing:
+                cells.append(f"not yet measured: {', '.join(missing)}")
+            if seeds:
+                n = "/".join(str(k) for k in sorted(seeds))
+                groups.append(f"{name} ({n} seeds) " + ", ".join(cells))
+        if groups:
+            parts.append(f"{_POOL_NAMES.get(pool, pool)}: " + "; ".join(groups))
+    if not parts:
+        return "nothing measured yet."
+    return (
+        "FREE's mean and its margin in points over the best data-free baseline (the best "
+        "single teacher unless named). " + ". ".join(parts) + "."
+    )
+
+
+def _margin_verdict(margin: dict[str, Any]) -> str:
+    """``", a seed below"``, ``", goal met"``, ``", goal not met"`` or ``""`` (no goal)."""
+    if not margin["every_seed_beats"]:
+        return ", a seed below"
+    goal = margin.get("goal")
+    if not goal:
+        return ""
+    return ", goal met" if margin["points"] >= goal else ", goal not met"
 
 
 def markdown(rep: dict[str, Any]) -> str:
@@ -830,6 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(rep, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(rep) + "\n")
+    (args.out / f"{stem}_headline.md").write_text(headline(rep) + "\n")
     multi = multidomain_report(root, rep) if args.preset == "full" else None
     if multi is not None:
         (args.out / "accuracy_multidomain.json").write_text(json.dumps(multi, indent=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scripts.bench.free_wins import multidomain_markdown, multidomain_report, report
+from scripts.bench.free_wins import headline, multidomain_markdown, multidomain_report, report
 
 
 def _unit(root: Path, pool: str, method: str, seed: int, setting: str, mean: float) -> None:
@@ -42,3 +42,24 @@ def test_the_multidomain_page_names_what_was_not_measured(tmp_path: Path) -> Non
     page = multidomain_markdown(rep)
     assert "| Random | 70.00 ± 0.00 (70.00) [1.00] n=1 |" in page
     assert "Not measured:" in page and "- Ceiling: pre-trained" in page
+
+
+def test_the_headline_gives_each_margin_its_verdict_and_names_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "custom"
+    for seed, free in ((0, 0.86), (1, 0.85)):
+        _unit(root, "single", "free", seed, "glyphs-5w1s", free)  # +5.5 over 0.80: goal met
+        _unit(root, "single", "free", seed, "glyphs-20w1s", free - 0.24)  # +1.5: goal not met
+        _unit(root, "single", "free", seed, "fashion-5w1s", (0.70, 0.58)[seed])  # a seed below
+    _unit(root, "single", "best_owner", 0, "glyphs-5w1s", 0.80)
+    _unit(root, "single", "best_owner", 0, "glyphs-20w1s", 0.60)
+    _unit(root, "single", "random", 0, "fashion-5w1s", 0.60)
+    _unit(root, "single", "random", 0, "glyphs-5w5s", 0.90)  # no FREE unit yet
+    line = headline(report(root))
+    assert "\n" not in line
+    assert "tuned (2 seeds) glyphs-5w1s 85.5 (+5.50, goal met)" in line
+    assert "glyphs-20w1s 61.5 (+1.50, goal not met)" in line
+    assert "fashion-5w1s 64.0 (+4.00 vs random, a seed below)" in line
+    assert "not yet measured: glyphs-5w5s" in line
+    assert headline(report(tmp_path / "empty")) == "nothing measured yet."
