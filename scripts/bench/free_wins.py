@@ -715,6 +715,8 @@ def headline(rep: dict[str, Any]) -> str:
             if seeds:
                 n = "/".join(str(k) for k in sorted(seeds))
                 groups.append(f"{name} ({n} seeds) " + ", ".join(cells))
+            elif missing:
+                groups.append(f"{name}: FREE not yet measured")
         if groups:
             parts.append(f"{_POOL_NAMES.get(pool, pool)}: " + "; ".join(groups))
     if not parts:

@@ -63,3 +63,5 @@ def test_the_headline_gives_each_margin_its_verdict_and_names_what_is_missing(
     assert "fashion-5w1s 64.0 (+4.00 vs random, a seed below)" in line
     assert "not yet measured: glyphs-5w5s" in line
     assert headline(report(tmp_path / "empty")) == "nothing measured yet."
+    _unit(root, "mixed", "random", 0, "icons-5w1s", 0.30)
+    assert "glyph + icon pool: tuned: FREE not yet measured" in headline(report(root))
