@@ -699,8 +699,9 @@ def headline(rep: dict[str, Any]) -> str:
             cells, seeds, missing = [], set(), []
             for setting in [s for s in SETTINGS if s in by_setting]:
                 cell = by_setting[setting].get(protocol, {})
+                if "free" not in cell.get("methods", {}):
+                    missing.append(setting)
                 if "margin" not in cell:
-                    missing += [setting] if "free" not in cell.get("methods", {}) else []
                     continue
                 margin, free = cell["margin"], cell["methods"]["free"]
                 seeds.add(len(free["seeds"]))

@@ -10,10 +10,10 @@ import torch
 
 from free_common.config import FreeConfig, PoolDistillConfig
 from free_common.data.base import ClassImages
-from free_common.free.teachers import InMemoryTeachers, Teacher
+from free_common.free.teachers import Teacher
 from scripts.bench.free_wins import _start_from_shorter_stage
 from server.free_training import FreeTrainer
-from tests.unit.free.synthetic import class_images, tiny_spec, trained_teacher
+from tests.unit.free.synthetic import class_images, cpu_trainer, tiny_spec, trained_teacher
 
 STAGE = replace(
     FreeConfig.preset("test"),
@@ -35,15 +35,7 @@ def pool() -> tuple[list[Teacher], ClassImages]:
 
 
 def _train(config: FreeConfig, work: Path, pool: tuple[list[Teacher], ClassImages]) -> FreeTrainer:
-    teachers, val = pool
-    trainer = FreeTrainer(
-        config,
-        InMemoryTeachers(teachers),
-        val_data=val,
-        test_data=None,
-        work_dir=work,
-        device="cpu",
-    )
+    trainer = cpu_trainer(*pool, work, config)
     trainer.train(progress=False)
     return trainer
 

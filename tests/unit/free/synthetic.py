@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from client.local_training import train_local_classifier
+from free_common.config import FreeConfig
 from free_common.data.base import ClassImages
-from free_common.free.teachers import Teacher, teacher_from_state_dict
+from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
 from free_common.models import ModelSpec
+from server.free_training import FreeTrainer
 
 
 def class_images(
@@ -75,3 +79,17 @@ def random_teacher(teacher_id: str, spec: ModelSpec, seed: int = 0) -> Teacher:
         torch.manual_seed(seed)
         model = build_model(spec)
     return teacher_from_state_dict(teacher_id, spec, model.state_dict())
+
+
+def cpu_trainer(
+    teachers: list[Teacher], val: ClassImages, work: Path, config: FreeConfig
+) -> FreeTrainer:
+    """A FREE trainer on ``teachers`` with ``val`` as meta-val, no meta-test, on the CPU."""
+    return FreeTrainer(
+        config,
+        InMemoryTeachers(teachers),
+        val_data=val,
+        test_data=None,
+        work_dir=work,
+        device="cpu",
+    )

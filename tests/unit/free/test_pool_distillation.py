@@ -15,11 +15,10 @@ from free_common.evaluation import EvalResult
 from free_common.free.best_teacher import at_input, rank_by_nearest_centroid, rank_per_domain
 from free_common.free.meta_learner import build_meta_learner
 from free_common.free.pool_distillation import PoolDistiller, feature_teacher
-from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
+from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.models import build_model
 from server.checkpoint import load_checkpoint
-from server.free_training import FreeTrainer
-from tests.unit.free.synthetic import tiny_spec, trained_teacher
+from tests.unit.free.synthetic import cpu_trainer, tiny_spec, trained_teacher
 
 CFG = FreeConfig.preset("test")
 STAGE = replace(
@@ -42,19 +41,6 @@ def _distiller(teachers: list[Teacher], seed: int = 0) -> PoolDistiller:
         shift=1,
         rng=torch.Generator().manual_seed(seed),
         device=torch.device("cpu"),
-    )
-
-
-def _trainer(
-    teachers: list[Teacher], val: ClassImages, work: Path, config: FreeConfig
-) -> FreeTrainer:
-    return FreeTrainer(
-        config,
-        InMemoryTeachers(teachers),
-        val_data=val,
-        test_data=None,
-        work_dir=work,
-        device="cpu",
     )
 
 
@@ -181,7 +167,7 @@ def test_per_domain_choice_takes_teachers_of_any_input(
         seed=1,
     )
     expected = sorted(rankings[""].scores, key=lambda i: -rankings[""].scores[i])[:3]
-    result = _trainer([*teachers, *rgb], val_split, tmp_path, config).train(progress=False)
+    result = cpu_trainer([*teachers, *rgb], val_split, tmp_path, config).train(progress=False)
     assert result.pool_kd["candidates"] == 5
     assert result.pool_kd["teachers"] == expected
     assert result.pool_kd["domains"] == {}  # one domain: one ranking
@@ -205,7 +191,7 @@ def test_the_stage_distils_the_best_ranked_teachers_and_selection_sees_it(
 
     monkeypatch.setattr(free_training, "evaluate", fake_evaluate)
     monkeypatch.setattr("free_common.free.best_teacher.evaluate", fake_evaluate)
-    result = _trainer(teachers, val_split, tmp_path, STAGE).train(progress=False)
+    result = cpu_trainer(teachers, val_split, tmp_path, STAGE).train(progress=False)
     assert result.pool_kd["teachers"] == expected
     assert result.pool_kd["start"]["iteration"] == 2 and result.pool_kd["steps_done"] == 4
     assert (result.best_iteration, result.best_pool_kd_step) == (2, 4)
@@ -224,7 +210,7 @@ def test_selection_keeps_the_meta_trained_model_when_the_stage_does_not_help(
         return EvalResult(next(scores), 0.01, np.zeros(1), 1, 3, 1, 2, "proto", 0, 0.0, 0, 0.0)
 
     monkeypatch.setattr(free_training, "evaluate", fake_evaluate)
-    trainer = _trainer(teachers, val_split, tmp_path, STAGE)
+    trainer = cpu_trainer(teachers, val_split, tmp_path, STAGE)
     monkeypatch.setattr(
         trainer, "_choose_distilled", lambda choose, k, n: ({"t0": ("", 0.9), "t1": ("", 0.8)}, 3)
     )
@@ -239,7 +225,7 @@ def test_selection_keeps_the_meta_trained_model_when_the_stage_does_not_help(
 def test_a_killed_stage_resumes_to_the_same_model(
     teachers: list[Teacher], val_split: ClassImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole = _trainer(teachers, val_split, tmp_path / "whole", STAGE)
+    whole = cpu_trainer(teachers, val_split, tmp_path / "whole", STAGE)
     expected = whole.train(progress=False)
     real_step = PoolDistiller.step
     calls = {"n": 0}
@@ -252,16 +238,16 @@ def test_a_killed_stage_resumes_to_the_same_model(
 
     monkeypatch.setattr(PoolDistiller, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        _trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False)
+        cpu_trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False)
     monkeypatch.setattr(PoolDistiller, "step", real_step)
-    resumed = _trainer(teachers, val_split, tmp_path / "killed", STAGE)
+    resumed = cpu_trainer(teachers, val_split, tmp_path / "killed", STAGE)
     assert resumed.state.pool_kd["steps_done"] == 2
     result = resumed.train(progress=False)
     assert result.pool_kd["steps_done"] == 4
     for name, value in expected.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[name]), name
     assert (
-        _trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False).pool_kd
+        cpu_trainer(teachers, val_split, tmp_path / "killed", STAGE).train(progress=False).pool_kd
         == result.pool_kd
     )
 
@@ -276,7 +262,7 @@ def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
         for i in range(2)
     ]
     same_input = replace(STAGE, pool_kd=replace(STAGE.pool_kd, choose="same-input"))
-    trainer = _trainer([*teachers, *rgb], val_split, tmp_path, same_input)
+    trainer = cpu_trainer([*teachers, *rgb], val_split, tmp_path, same_input)
     monkeypatch_rank = trainer._rank_pool
     seen: list[str] = []
 
@@ -287,7 +273,7 @@ def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
     trainer._rank_pool = recording  # type: ignore[method-assign]
     result = trainer.train(progress=False)
     assert "rgb0" not in seen and "rgb0" not in result.pool_kd["teachers"]
-    only_rgb = _trainer(rgb, val_split, tmp_path / "rgb", same_input)
+    only_rgb = cpu_trainer(rgb, val_split, tmp_path / "rgb", same_input)
     assert (
         only_rgb.train(progress=False).pool_kd["skipped"] == "no teacher with the learner's input"
     )
