@@ -65,7 +65,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from free_common.config import FreeConfig
+from free_common.config import ConfigError, FreeConfig
 from free_common.data.base import ClassImages
 from free_common.data.registry import load_split as load_dataset
 from free_common.data.sources import DataSource
@@ -407,7 +407,9 @@ def _trained(
     final = work / "model.pt"
     if final.is_file():
         return _load_model(final)
-    earlier = _start_from_shorter_stage(work, method, config)
+    earlier = _start_from_shorter_stage(
+        work, method, config, lambda name: _sibling_run(preset, name, seed, pool)
+    )
     t0 = time.perf_counter()
     trainer = free_trainer(config, VARIANTS[method], teachers, val_data=val, work_dir=work)
     result = trainer.train(progress=True)
@@ -425,16 +427,43 @@ def _trained(
     return result.model, info
 
 
-def _start_from_shorter_stage(work: Path, method: str, config: FreeConfig) -> dict[str, Any]:
+SiblingRun = Callable[[str], tuple[FreeConfig, str] | None]
+"""Method name -> the configuration that method trains with now, and the name of its run
+directory (None for a method FREE's loop does not train)."""
+
+
+def _sibling_run(
+    preset: WinsPreset, method: str, seed: int, pool: str
+) -> tuple[FreeConfig, str] | None:
+    """What ``method`` trains at ``seed`` on ``pool`` now, and its run directory's name."""
+    if method not in TRAINED:
+        return None
+    key = method_key(preset, method, seed, pool)
+    return free_config(preset, method, seed, pool), f"{method}-s{seed}-{key}"
+
+
+def _start_from_shorter_stage(
+    work: Path, method: str, config: FreeConfig, sibling_run: SiblingRun
+) -> dict[str, Any]:
     """Start ``work`` from a finished sibling run that stopped its distillation stage earlier.
 
-    A sibling is a cached run of the same pool and seed, same training variant and same
-    configuration but for a smaller ``pool_kd.steps`` that is a multiple of the stage's
-    ``eval_every``. Its checkpoint holds the learner, the projectors, their optimiser and the
-    random generators after its last step; a run continued from it evaluates and checkpoints
-    at the same steps as one trained from the start, so it trains the same model (the
-    trainer resumes bit-exactly) and only the extra steps cost time. The longest such
-    sibling is used.
+    A sibling is a cached run of the same pool and seed and the same training variant whose
+    method trains, by today's definition, the same configuration as ``config`` but for a
+    smaller ``pool_kd.steps`` that is a multiple of the stage's ``eval_every``. Three things
+    must agree: the sibling method's configuration (compared field by field, so a lever
+    that chooses other teachers never qualifies), the run directory's name (its key, so the
+    directory was trained under today's definition of that method), and the configuration
+    stored in its checkpoint (read back with every field filled in). Its checkpoint holds
+    the learner, the projectors, their optimiser and the random generators after its last
+    step; a run continued from it evaluates and checkpoints at the same steps as one trained
+    from the start, so it trains the same model (the trainer resumes bit-exactly) and only
+    the extra steps cost time. The longest such sibling is used.
+
+    Args:
+        work: the run directory of ``method``.
+        method: the method being trained.
+        config: its configuration.
+        sibling_run: :data:`SiblingRun` (:func:`_sibling_run` for the benchmark's pools).
 
     Returns:
         ``{"run": <sibling directory name>, "train_seconds": <its training time>}``, or
@@ -443,19 +472,25 @@ def _start_from_shorter_stage(work: Path, method: str, config: FreeConfig) -> di
     target = work / "checkpoints" / "latest.pt"
     if target.exists() or not config.pool_kd.enabled:
         return {}
-    wanted = _without_stage_steps(config.to_dict())
     best: tuple[int, Path, dict[str, Any]] | None = None
     for saved in work.parent.glob(f"*-s{config.seed}-*/checkpoints/latest.pt"):
         run = saved.parent.parent
         sibling = run.name.rsplit("-", 2)[0]
-        if VARIANTS.get(sibling) != VARIANTS[method] or not (run / "model.pt").is_file():
+        described = sibling_run(sibling)
+        if described is None or VARIANTS.get(sibling) != VARIANTS[method]:
+            continue
+        sibling_config, run_name = described
+        steps = sibling_config.pool_kd.steps
+        if run.name != run_name or not (run / "model.pt").is_file():
+            continue
+        if _with_stage_steps(sibling_config, config.pool_kd.steps) != config:
+            continue
+        if steps >= config.pool_kd.steps or steps % config.pool_kd.eval_every:
             continue
         state = load_checkpoint(saved)
-        if state is None or _without_stage_steps(state["config"]) != wanted:
+        if state is None or _stored_config(state) != sibling_config:
             continue
-        steps = int(state["config"]["pool_kd"]["steps"])
-        done = int(state["run"]["pool_kd"].get("steps_done", 0))
-        if done != steps or steps >= config.pool_kd.steps or steps % config.pool_kd.eval_every:
+        if int(state["run"]["pool_kd"].get("steps_done", 0)) != steps:
             continue
         if best is None or steps > best[0]:
             info = torch.load(run / "model.pt", weights_only=False)["info"]
@@ -469,9 +504,17 @@ def _start_from_shorter_stage(work: Path, method: str, config: FreeConfig) -> di
     return earlier
 
 
-def _without_stage_steps(config: dict[str, Any]) -> dict[str, Any]:
-    """A FREE config dict without ``pool_kd.steps``."""
-    return {**config, "pool_kd": {k: v for k, v in config["pool_kd"].items() if k != "steps"}}
+def _stored_config(state: dict[str, Any]) -> FreeConfig | None:
+    """The configuration a checkpoint was trained with, every field filled in (None: unreadable)."""
+    try:
+        return FreeConfig.from_dict(state["config"])
+    except ConfigError:
+        return None
+
+
+def _with_stage_steps(config: FreeConfig, steps: int) -> FreeConfig:
+    """``config`` with ``pool_kd.steps`` set to ``steps``."""
+    return replace(config, pool_kd=replace(config.pool_kd, steps=steps))
 
 
 def _ceiling(
