@@ -39,6 +39,7 @@ __all__ = [
     "inner_adapt",
     "maml_outer_loss",
     "model_params",
+    "sgd_step",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,33 @@ def inner_adapt(
         for _ in range(steps):
             loss = F.cross_entropy(functional_call(model, params, (images,)), labels)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-            params = {n: params[n] - lr * g for n, g in zip(names, grads, strict=True)}
+            params = {n: sgd_step(params[n], g, lr) for n, g in zip(names, grads, strict=True)}
     return params
+
+
+def sgd_step(param: Tensor, grad: Tensor, lr: float) -> Tensor:
+    """``param - lr * grad`` laid out in memory as ``param`` is (differentiable).
+
+    The layout matters on CPU: a convolution whose weight is channels-last runs several
+    times faster on channels-last activations. A weight with one input channel, such as
+    the first convolution of a grey-image model, of shape (C_out, 1, k, k), is both
+    contiguous and channels-last; the arithmetic returns it with contiguous strides, and
+    from the first SGD step on every convolution of the model then ran in the slow layout
+    (grey-image fine-tuning 1.3x slower at 1-shot, 1.7x at 5-shot). The step's values are
+    the same either way; the convolutions after it differ only in float rounding.
+
+    Args:
+        param: the weight, any shape and layout.
+        grad: its gradient, same shape.
+        lr: the step size.
+
+    Returns:
+        A new tensor with ``param``'s shape and strides.
+    """
+    stepped = param - lr * grad
+    if stepped.stride() == param.stride():
+        return stepped
+    return torch.empty_like(param).copy_(stepped)
 
 
 def _check_head(logits: Tensor, n_way: int) -> None:

@@ -4,7 +4,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from free_common.data.episodes import Episode
-from free_common.maml import MamlError, MamlTrainer, inner_adapt, maml_outer_loss, model_params
+from free_common.maml import (
+    MamlError,
+    MamlTrainer,
+    inner_adapt,
+    maml_outer_loss,
+    model_params,
+    sgd_step,
+)
 from free_common.models import ModelSpec, build_model
 
 
@@ -49,6 +56,45 @@ def test_inner_adapt_matches_hand_computed_sgd():
     # Assert
     expected = manual_sgd_step(manual_sgd_step(w0, x, y, 0.5), x, y, 0.5)
     assert_close(fast["weight"], expected)
+
+
+def test_sgd_step_keeps_a_one_channel_weight_channels_last():
+    # Prepare: (C_out, 1, k, k) is contiguous and channels-last at once; the plain
+    # arithmetic returns it with contiguous strides (the slow convolution layout on CPU)
+    weight = torch.randn(4, 1, 3, 3).to(memory_format=torch.channels_last).requires_grad_(True)
+    assert weight.stride() == (9, 1, 3, 1)
+    grad = torch.randn(4, 1, 3, 3)
+    assert (weight - 0.1 * grad).stride() != weight.stride()
+
+    # Act
+    stepped = sgd_step(weight, grad, 0.1)
+
+    # Assert: same values and strides, and still differentiable w.r.t. the weight
+    assert stepped.stride() == weight.stride()
+    assert_close(stepped, weight.detach() - 0.1 * grad)
+    stepped.sum().backward()
+    assert_close(weight.grad, torch.ones_like(weight))
+
+
+def test_inner_adapt_keeps_every_weight_layout_of_a_channels_last_model():
+    # Prepare: a grey-image model in the evaluation's channels-last layout
+    model = tiny_conv4().to(memory_format=torch.channels_last)
+    episode = tiny_episode(0)
+    start = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+
+    # Act
+    fast = inner_adapt(
+        model,
+        start,
+        episode.support_images,
+        episode.support_labels,
+        steps=2,
+        lr=0.1,
+        create_graph=False,
+    )
+
+    # Assert
+    assert {n: t.stride() for n, t in fast.items()} == {n: t.stride() for n, t in start.items()}
 
 
 def test_zero_steps_returns_the_same_tensors():
