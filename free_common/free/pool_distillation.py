@@ -64,7 +64,8 @@ class PoolDistiller:
     """The stage's teachers, projectors and optimiser; one :meth:`step` per update.
 
     Args:
-        learner: the meta-learner (student), updated in place.
+        learner: the meta-learner (student), updated in place; its weights are put in
+            channels-last layout (the values are unchanged).
         teachers: the pool models to distil (k of them, in rank order).
         lr: Adam learning rate of the learner and the projectors.
         shift: random-crop padding of the bank images.
@@ -84,7 +85,9 @@ class PoolDistiller:
     ) -> None:
         if not teachers:
             raise ValueError("pool distillation needs at least one teacher")
-        self.learner = learner
+        # The stage's batches are channels-last (see loss); a learner whose weights are not
+        # ran its grey-image convolutions about 1.7x slower (values equal up to rounding).
+        self.learner = learner.to(memory_format=torch.channels_last)
         self.teachers = list(teachers)
         self.shift = shift
         self.extractors = [feature_teacher(t, device) for t in self.teachers]

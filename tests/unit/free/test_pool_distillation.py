@@ -53,6 +53,30 @@ def test_the_student_learns_the_teachers_features_on_a_fixed_batch(teachers: lis
     assert 0 <= last < 0.5 * first
 
 
+def test_the_student_trains_channels_last_with_the_same_weights(teachers: list[Teacher]) -> None:
+    # Prepare: a grey-image learner; its first convolution (C_out, 1, 3, 3) is ambiguous
+    learner = _learner()
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+
+    # Act
+    distiller = PoolDistiller(
+        learner,  # type: ignore[arg-type]
+        teachers[:2],
+        lr=1e-2,
+        shift=1,
+        rng=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
+    values_kept = all(torch.equal(v, before[k]) for k, v in learner.state_dict().items())
+    distiller.step(torch.rand(8, 1, 16, 16), torch.Generator().manual_seed(2))
+
+    # Assert: every convolution weight is channels-last, before and after an Adam step
+    convs = [p for p in learner.parameters() if p.ndim == 4]
+    assert values_kept and convs
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert convs[0].stride()[1] == 1
+
+
 def test_teachers_are_left_untouched_and_run_with_batch_statistics(
     teachers: list[Teacher],
 ) -> None:
