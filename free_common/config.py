@@ -410,8 +410,9 @@ class ScreeningConfig:
         min_peers: teachers of the same spec needed before the weight-scale check runs.
         max_weight_similarity: largest accepted cosine similarity of a teacher's weight
             sketch with that of a teacher of its spec accepted earlier.
-        max_duplicate_correlation: largest accepted output correlation (after matching
-            outputs) with a teacher accepted earlier.
+        max_duplicate_correlation: output correlation (after matching outputs) with a
+            teacher accepted earlier from which a teacher whose weights are unrelated is
+            suspected (kept, reported); weights alone exclude.
         min_label_correlation: lowest accepted mean correlation, over (shared class name,
             peer) pairs and the probes, of the teacher's output for a name with the peer's.
         min_label_margin: lowest accepted mean margin, over those pairs, by which the

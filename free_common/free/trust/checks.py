@@ -18,12 +18,14 @@ acceptance order):
 
 - ``weight_scale``: its weight norm is more than ``max_weight_ratio`` times the median
   of its spec (either way), once ``min_peers`` other teachers share the spec;
-- ``near_duplicate``: it copies a teacher accepted earlier: its weights are close to the
+- ``near_duplicate``: it copies a teacher accepted earlier. Its weights close to the
   other's (the cosine of their weight sketches, same spec only, reaches
-  ``max_weight_similarity``: a copy plus noise), or its outputs on the probes match the
-  other's output by output (correlation of matched outputs reaches
-  ``max_duplicate_correlation``: a copy whose hidden units were shuffled, which weights
-  alone would miss; no weight alignment needed);
+  ``max_weight_similarity``: a copy plus noise) exclude it. Outputs on the probes that
+  match the other's output by output (correlation of matched outputs reaches
+  ``max_duplicate_correlation``) with unrelated weights make it suspected only: that is
+  what a copy whose hidden units were shuffled looks like, but also two honest owners of
+  the same classes (two icon owners correlated at 0.910, while noised copies range down
+  to 0.74), so outputs alone cannot tell them apart;
 - ``label_agreement``: on the class names it shares with others, its output for a name
   does not respond to the probes like the peers' outputs for that name. For each (name,
   peer) pair: the correlation, over the probes, of its output for the name with the
@@ -243,33 +245,54 @@ def _weight_scale(
 def _near_duplicates(
     fps: Sequence[Fingerprint], z: list[npt.NDArray[np.float64]], config: ScreeningConfig
 ) -> dict[int, Finding]:
+    """Each teacher against those before it that are not excluded as copies themselves.
+
+    A weight match with any of them excludes; otherwise the closest output match, if it
+    reaches the limit, makes the teacher suspected.
+    """
     out: dict[int, Finding] = {}
     probes = fps[0].logits.shape[0] if fps else 0
     for j in range(len(fps)):
+        closest: tuple[float, float, int] | None = None  # (outputs, weights, i)
         for i in range(j):
-            if i in out or z[i].shape[1] != z[j].shape[1]:
+            if (i in out and out[i].exclude) or z[i].shape[1] != z[j].shape[1]:
                 continue
             same_spec = fps[i].spec == fps[j].spec
             weights = float(fps[i].sketch @ fps[j].sketch) if same_spec else 0.0
             outputs = matched_correlation(z[j].T @ z[i] / probes)
-            if (
-                weights >= config.max_weight_similarity
-                or outputs >= config.max_duplicate_correlation
-            ):
-                other = fps[i].teacher_id
-                out[j] = Finding(
-                    "near_duplicate",
-                    True,
-                    max(weights, outputs),
-                    config.max_duplicate_correlation,
-                    f"near-duplicate of {other}: weight similarity {weights:.3f} (limit "
-                    f"{config.max_weight_similarity}), matched output correlation "
-                    f"{outputs:.3f} on {probes} probe images (limit "
-                    f"{config.max_duplicate_correlation})",
-                    other,
-                )
+            if weights >= config.max_weight_similarity:
+                out[j] = _duplicate(fps[i].teacher_id, weights, outputs, probes, config, True)
                 break
+            if outputs >= config.max_duplicate_correlation and (
+                closest is None or outputs > closest[0]
+            ):
+                closest = (outputs, weights, i)
+        if j not in out and closest is not None:
+            outputs, weights, i = closest
+            out[j] = _duplicate(fps[i].teacher_id, weights, outputs, probes, config, False)
     return out
+
+
+def _duplicate(
+    other: str, weights: float, outputs: float, probes: int, config: ScreeningConfig, exclude: bool
+) -> Finding:
+    """The near-duplicate finding: excluded on weights, suspected on outputs alone."""
+    why = (
+        ""
+        if exclude
+        else "; weights unrelated: suspected (a copy with shuffled hidden units, or an owner "
+        "of the same classes)"
+    )
+    return Finding(
+        "near_duplicate",
+        exclude,
+        weights if exclude else outputs,
+        config.max_weight_similarity if exclude else config.max_duplicate_correlation,
+        f"near-duplicate of {other}: weight similarity {weights:.3f} (limit "
+        f"{config.max_weight_similarity}), matched output correlation {outputs:.3f} on "
+        f"{probes} probe images (limit {config.max_duplicate_correlation}){why}",
+        other,
+    )
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ def test_matched_correlation_is_invariant_to_output_order() -> None:
     assert matched_correlation(z.T @ other / len(z)) < 0.5
 
 
-def test_near_duplicate_flags_the_later_copy_only() -> None:
+def test_outputs_alone_make_the_later_teacher_suspected_not_excluded() -> None:
     f = _features()
     original = _classifier(f, 0)
     noise = torch.randn(original.shape, generator=torch.Generator().manual_seed(0))
@@ -188,6 +188,30 @@ def test_near_duplicate_flags_the_later_copy_only() -> None:
     assert set(found) == {"b"}
     (finding,) = found["b"]
     assert finding.check == "near_duplicate" and finding.other == "a" and finding.value > 0.95
+    assert not finding.exclude and "suspected" in finding.reason
+    assert finding.limit == CFG.max_duplicate_correlation
+
+
+def test_a_weight_copy_of_a_suspected_teacher_is_excluded() -> None:
+    f = _features()
+    original = _classifier(f, 0)
+    twin = _classifier(f, 1)  # same classes, unrelated weights: suspected, kept
+    shared = torch.nn.functional.normalize(torch.ones(256), dim=0)  # default sketches: 256
+    fps = [_fp("a", original), _fp("b", twin, sketch=shared), _fp("c", twin, sketch=shared)]
+    found = pool_findings(fps, CFG)
+    assert [f.exclude for f in found["b"]] == [False]
+    (copy,) = found["c"]
+    assert copy.exclude and copy.other == "b" and copy.value == pytest.approx(1.0)
+    assert copy.limit == CFG.max_weight_similarity and "suspected" not in copy.reason
+
+
+def test_a_suspected_teacher_names_its_closest_output_match() -> None:
+    f = _features()
+    near = _classifier(f, 0, noise=0.6)
+    nearer = _classifier(f, 1, noise=0.1)
+    late = _classifier(f, 2, noise=0.1)
+    found = pool_findings([_fp("near", near), _fp("nearer", nearer), _fp("late", late)], CFG)
+    assert found["late"][0].other == "nearer" and not found["late"][0].exclude
 
 
 def test_weight_sketch_tells_a_noisy_copy_from_an_independent_model(
