@@ -402,7 +402,8 @@ class ScreeningConfig:
         min_confidence: lowest accepted mean max-softmax probability on them.
         recovery_lr: Adam learning rate of the recovery (on pixel logits).
         probe_images: probe images drawn from the meta-val split.
-        max_logit: largest accepted |logit| on the probe images.
+        max_logit: largest accepted |logit| on the probe images (the app's run config
+            sets 20,000: an honest icon ResNet-18 reached 1,165; ``server/README.md``).
         max_top_class_share: largest accepted mean probability, over the probes, of the
             class the teacher favours most (1: it answers one class for everything).
         max_weight_ratio: largest accepted ratio of a teacher's weight norm to the median

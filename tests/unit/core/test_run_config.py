@@ -28,7 +28,10 @@ def test_settings_dataclasses_take_their_defaults_from_the_one_table() -> None:
     assert FederationSettings().demo_key_secret == KEYS["fed.demo-key-secret"].default
     assert TrainSettings() == TrainSettings.from_run_config({})
     assert FederationSettings.from_run_config(pyproject_run_config()) == FederationSettings()
-    assert RunConfig(pyproject_run_config()).free_config() == FreeConfig.preset(DEFAULT_PRESET)
+    app = RunConfig(pyproject_run_config()).free_config()
+    preset = FreeConfig.preset(DEFAULT_PRESET)
+    # the one app setting that is not the preset's (server/README.md, "The checks")
+    assert app == replace(preset, screening=replace(preset.screening, max_logit=20000.0))
 
 
 def test_a_simulated_owner_without_arch_mix_takes_the_declared_mix() -> None:
@@ -62,7 +65,11 @@ def test_numbers_widen_unknown_keys_are_refused_and_free_keys_pass_to_the_preset
     with pytest.raises(RunConfigError, match="free.inversion.nope"):
         RunConfig({"free.inversion.nope": 1}).free_config()
     config = RunConfig({"preset": "test", "free.iterations": 7, "free.eval.shots": ""})
-    assert config.free_config() == replace(FreeConfig.preset("test"), iterations=7)
+    test = FreeConfig.preset("test")
+    screening = replace(test.screening, max_logit=20000.0)
+    assert config.free_config() == replace(test, iterations=7, screening=screening)
+    lower = RunConfig({"preset": "test", "free.screening.max-logit": 1000})
+    assert lower.free_config() == test
     with pytest.raises(RunConfigError, match="not a declared int"):
         DEFAULTS.get_int("data.val")
 

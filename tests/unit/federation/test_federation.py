@@ -1,6 +1,7 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,16 +130,20 @@ def test_settings_from_run_config() -> None:
     cfg = free_config_from_run_config(
         {"preset": "test", "free.iterations": -1, "free.eval.shots": ""}
     )
-    assert cfg == FreeConfig.preset("test")
+    test = FreeConfig.preset("test")
+    assert cfg == replace(test, screening=replace(test.screening, max_logit=20000.0))
     cfg = free_config_from_run_config({"preset": "test", "free.iterations": 7})
     assert cfg.iterations == 7
 
 
 def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overridden() -> None:
     """`flwr run --run-config` only takes keys the app declares: the SGD alignment option
-    (README, alignment study) is declared, and its placeholders leave the preset alone."""
+    (README, alignment study) is declared, and its placeholders leave the preset alone.
+    The app's logit limit is its own (server/README.md, "The checks")."""
     rc = pyproject_run_config()
-    assert free_config_from_run_config(rc) == FreeConfig.preset(DEFAULT_PRESET)
+    preset = FreeConfig.preset(DEFAULT_PRESET)
+    app = replace(preset, screening=replace(preset.screening, max_logit=20000.0))
+    assert free_config_from_run_config(rc) == app
     rc.update(
         {
             "free.meta-learner.inner-optimizer": "sgd",

@@ -32,6 +32,7 @@ from free_common.free.trust.probes import (
     teacher_logits,
 )
 from free_common.free.trust.recovery import Recovery, best_recovery, recover_from_probes
+from free_common.run_config import RunConfig
 from tests.unit.free.synthetic import random_teacher, tiny_spec
 
 CFG = ScreeningConfig(probe_images=40)
@@ -343,3 +344,16 @@ def test_probe_domains_follow_the_probe_rows() -> None:
     assert two.subset([3, 0]).domains == ("i", "g")
     with pytest.raises(DatasetError, match="class domains"):
         ClassImages("bad", images, labels, ("a", "b", "c", "d"), ("g",))
+
+
+def test_the_apps_logit_limit_sits_between_honest_icon_resnets_and_scaled_replacements() -> None:
+    """1,165: an honest icon ResNet-18; 5.15e5: the bench's smallest scaled replacement."""
+    app = RunConfig({}).free_config().screening
+    logits = _classifier(_features(), 0)
+    weak = _fp("weak", logits * (1165 / float(logits.abs().max())))
+    assert teacher_findings(weak, app) == []
+    assert [f.check for f in teacher_findings(weak, replace(app, max_logit=1000.0))] == [
+        "logit_range"
+    ]
+    scaled = _fp("scaled", logits * (5.15e5 / float(logits.abs().max())))
+    assert [f.check for f in teacher_findings(scaled, app)] == ["logit_range"]
