@@ -402,8 +402,9 @@ class ScreeningConfig:
         min_confidence: lowest accepted mean max-softmax probability on them.
         recovery_lr: Adam learning rate of the recovery (on pixel logits).
         probe_images: probe images drawn from the meta-val split.
-        max_logit: largest accepted |logit| on the probe images (the app's run config
-            sets 20,000: an honest icon ResNet-18 reached 1,165; ``server/README.md``).
+        max_logit: largest accepted |logit| on the probe images: an honest icon
+            ResNet-18 reached 1,165, a model-replacement attack scales weights far beyond
+            (``server/README.md``, "The checks").
         max_top_class_share: largest accepted mean probability, over the probes, of the
             class the teacher favours most (1: it answers one class for everything).
         max_weight_ratio: largest accepted ratio of a teacher's weight norm to the median
@@ -428,7 +429,7 @@ class ScreeningConfig:
     min_confidence: float = 0.5
     recovery_lr: float = 0.5
     probe_images: int = 256
-    max_logit: float = 1000.0
+    max_logit: float = 20000.0
     max_top_class_share: float = 0.97
     max_weight_ratio: float = 2.0
     min_peers: int = 4

@@ -162,12 +162,7 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.screening.steps", -1, _PRESET_PLACEHOLDER),
             Key("free.screening.min-confidence", -1.0, _PRESET_PLACEHOLDER),
             Key("free.screening.min-accuracy", -1.0, _PRESET_PLACEHOLDER),
-            Key(
-                "free.screening.max-logit",
-                20000.0,
-                "largest accepted |logit| of a teacher on the screening probes (an honest "
-                "icon ResNet-18 reached 1,165; scaled model replacements 5e5 and more)",
-            ),
+            Key("free.screening.max-logit", -1.0, _PRESET_PLACEHOLDER),
             Key("free.inversion.inner-steps", -1, _PRESET_PLACEHOLDER),
             Key("free.inversion.bn-weight", -1.0, _PRESET_PLACEHOLDER),
             Key("free.replay.max-meta-batches", -1, _PRESET_PLACEHOLDER),

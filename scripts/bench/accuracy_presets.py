@@ -41,7 +41,10 @@ __all__ = [
     "Ceiling",
     "MetaTest",
     "StateDicts",
+    "BENCH_MAX_LOGIT",
+    "DISABLED_SCREENING_KEY",
     "config_key",
+    "key_form",
     "pool_settings",
 ]
 
@@ -273,6 +276,49 @@ def pool_settings(preset: AccuracyPreset, setting: str) -> PoolSettings:
     )
 
 
+BENCH_MAX_LOGIT = 1000.0
+"""The logit limit the benchmarks screen with (free_wins, poison): their units' limit.
+
+The app's limit, the ``ScreeningConfig`` default, is 20,000 since an honest icon ResNet-18
+reached 1,165 (``server/README.md``, "The checks"). The honest teachers of the glyph
+benchmark pools reach at most 242 (``scripts/results/screening.json``) and the poison
+bench's scaled replacements 5.15e5 and more, but the glyph + icon pool and the other
+attacked models were not measured between the two limits, so the benchmarks keep the
+limit of their recorded units rather than claim their figures at the app's."""
+
+DISABLED_SCREENING_KEY: dict[str, Any] = {
+    "enabled": False,
+    "steps": 10,
+    "images_per_class": 8,
+    "min_accuracy": 0.7,
+    "min_confidence": 0.5,
+    "recovery_lr": 0.5,
+    "probe_images": 256,
+    "max_logit": 1000.0,
+    "max_top_class_share": 0.97,
+    "max_weight_ratio": 2.0,
+    "min_peers": 4,
+    "max_weight_similarity": 0.5,
+    "max_duplicate_correlation": 0.9,
+    "min_label_correlation": 0.05,
+    "min_label_margin": -0.15,
+    "min_label_pairs": 3,
+}
+"""How unit keys name a screening that is switched off, whatever its thresholds.
+
+The thresholds of a disabled screening change no figure, so a key must not depend on
+them; this is the form the units recorded before 2026-12-07 were keyed with (the defaults
+of that day, when the logit limit was 1,000), so that moving a default re-keys nothing."""
+
+
+def key_form(config: FreeConfig) -> dict[str, Any]:
+    """``config.to_dict()`` with a disabled screening in its one key form."""
+    form = config.to_dict()
+    if not config.screening.enabled:
+        form["screening"] = dict(DISABLED_SCREENING_KEY)
+    return form
+
+
 def config_key(config: FreeConfig) -> str:
     """A short hash of ``config`` (10 hex digits) naming the work and unit it was measured by."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(key_form(config), sort_keys=True).encode()).hexdigest()[:10]

@@ -82,6 +82,7 @@ from free_common.free.teachers import InMemoryTeachers, default_class_keys
 from free_common.models import Classifier, ModelSpec, build_model
 from free_common.protocols import PROTOCOLS, ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record, pick_device
+from scripts.bench.accuracy_presets import BENCH_MAX_LOGIT, key_form
 from scripts.bench.ceiling import CeilingSettings, pretrain_ceiling
 from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
 from server.baselines import free_trainer
@@ -236,8 +237,12 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
 
     A multi-domain pool's meta-learner is RGB (:data:`MIXED_CHANNELS`) and its meta-val
     tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
+    Screening runs at the logit limit the units were measured at
+    (:data:`scripts.bench.accuracy_presets.BENCH_MAX_LOGIT`), not the app's.
     """
-    config = replace(FreeConfig.preset(TRAINED[method]), seed=seed)
+    config = FreeConfig.preset(TRAINED[method])
+    screening = replace(config.screening, max_logit=BENCH_MAX_LOGIT)
+    config = replace(config, seed=seed, screening=screening)
     if method in POOL_KD_LEVERS:
         config = replace(config, pool_kd=replace(config.pool_kd, **POOL_KD_LEVERS[method]))
     if pool in POOL_DOMAINS:
@@ -279,7 +284,7 @@ def method_key(preset: WinsPreset, method: str, seed: int, pool: str = "single")
     """
     if method in TRAINED:
         config = free_config(preset, method, seed, pool)
-        what = config.to_dict()
+        what = key_form(config)
         if pool in POOL_DOMAINS:  # where the default choice of distilled teachers changed
             what["pool_kd_choose"] = config.pool_kd.choose
     elif method == "ceiling":

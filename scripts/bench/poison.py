@@ -57,6 +57,7 @@ from free_common.free.trust.checks import CHECKS
 from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
 from scripts.bench import poison_attacks as attacks
+from scripts.bench.accuracy_presets import BENCH_MAX_LOGIT
 from scripts.bench.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
 from server.free_training import FreeTrainer, FreeTrainingError
 
@@ -124,7 +125,7 @@ class PoisonPreset:
             seed=seed,
             checkpoint_every=self.eval_every,
             eval=replace(base.eval, every=self.eval_every, val_tasks=self.val_tasks),
-            screening=replace(base.screening, enabled=defences),
+            screening=replace(base.screening, enabled=defences, max_logit=BENCH_MAX_LOGIT),
         )
 
 

@@ -53,6 +53,7 @@ from free_common.data.base import ClassImages
 from free_common.models import Classifier
 from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
+from scripts.bench.accuracy_presets import key_form
 from scripts.bench.free_wins import PRESETS as WINS_PRESETS
 from scripts.bench.free_wins import free_config, pool_teachers
 from scripts.bench.teacher_pool import load_split
@@ -131,7 +132,7 @@ def arm_config(preset: StudyPreset, arm: str) -> FreeConfig:
 
 
 def _key(preset: StudyPreset, arm: str) -> str:
-    blob = json.dumps({"arm": arm, **arm_config(preset, arm).to_dict()}, sort_keys=True)
+    blob = json.dumps({"arm": arm, **key_form(arm_config(preset, arm))}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

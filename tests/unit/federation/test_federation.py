@@ -131,19 +131,17 @@ def test_settings_from_run_config() -> None:
         {"preset": "test", "free.iterations": -1, "free.eval.shots": ""}
     )
     test = FreeConfig.preset("test")
-    assert cfg == replace(test, screening=replace(test.screening, max_logit=20000.0))
+    assert cfg == test
     cfg = free_config_from_run_config({"preset": "test", "free.iterations": 7})
     assert cfg.iterations == 7
 
 
 def test_app_config_defaults_are_the_preset_and_the_alignment_step_can_be_overridden() -> None:
     """`flwr run --run-config` only takes keys the app declares: the SGD alignment option
-    (README, alignment study) is declared, and its placeholders leave the preset alone.
-    The app's logit limit is its own (server/README.md, "The checks")."""
+    (README, alignment study) is declared, and its placeholders leave the preset alone."""
     rc = pyproject_run_config()
     preset = FreeConfig.preset(DEFAULT_PRESET)
-    app = replace(preset, screening=replace(preset.screening, max_logit=20000.0))
-    assert free_config_from_run_config(rc) == app
+    assert free_config_from_run_config(rc) == preset
     rc.update(
         {
             "free.meta-learner.inner-optimizer": "sgd",

@@ -346,7 +346,7 @@ def test_probe_domains_follow_the_probe_rows() -> None:
         ClassImages("bad", images, labels, ("a", "b", "c", "d"), ("g",))
 
 
-def test_the_apps_logit_limit_sits_between_honest_icon_resnets_and_scaled_replacements() -> None:
+def test_the_default_logit_limit_sits_between_honest_icon_resnets_and_scaled_replacements() -> None:
     """1,165: an honest icon ResNet-18; 5.15e5: the bench's smallest scaled replacement."""
     app = RunConfig({}).free_config().screening
     logits = _classifier(_features(), 0)
