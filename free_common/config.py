@@ -383,6 +383,10 @@ class EvalConfig:
         _require(self.n_way >= 2 and self.q_query >= 1, "eval.n_way >= 2 and q_query >= 1")
 
 
+_FIRST_UNIT_CORRELATION = 0.85
+"""``ScreeningConfig.max_unit_correlation`` when it was introduced (see ``to_dict``)."""
+
+
 @dataclass(frozen=True)
 class ScreeningConfig:
     """Teacher screening: who may be sampled (measured thresholds: ``server/README.md``).
@@ -414,7 +418,10 @@ class ScreeningConfig:
             sketch with that of a teacher of its spec accepted earlier.
         max_duplicate_correlation: output correlation (after matching outputs) with a
             teacher accepted earlier from which a teacher whose weights are unrelated is
-            suspected (kept, reported); weights alone exclude.
+            judged on its hidden units (kept and reported as suspected unless they match).
+        max_unit_correlation: mean correlation of hidden units matched one to one with
+            such a teacher's from which it is excluded as a copy with reordered units
+            (honest main-job owners reach 0.70, copies with 0.1x noise 0.97 and more).
         min_label_correlation: lowest accepted mean correlation, over (shared class name,
             peer) pairs and the probes, of the teacher's output for a name with the peer's.
         min_label_margin: lowest accepted mean margin, over those pairs, by which the
@@ -435,6 +442,7 @@ class ScreeningConfig:
     min_peers: int = 4
     max_weight_similarity: float = 0.5
     max_duplicate_correlation: float = 0.9
+    max_unit_correlation: float = _FIRST_UNIT_CORRELATION
     min_label_correlation: float = 0.05
     min_label_margin: float = -0.15
     min_label_pairs: int = 3
@@ -455,6 +463,7 @@ class ScreeningConfig:
             "max_top_class_share",
             "max_weight_similarity",
             "max_duplicate_correlation",
+            "max_unit_correlation",
         ):
             _require(0 <= getattr(self, name) <= 1, f"screening.{name} must be in [0, 1]")
 
@@ -544,17 +553,21 @@ class FreeConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (tuples become lists).
 
-        The ``pool_kd`` group is left out while it is the default (off), and its ``choose``
-        while it is the default, so a configuration without them, and every key hashed
-        from it by the benchmarks, reads as it did before they existed; :meth:`from_dict`
-        fills them back in. (On a multi-domain pool the default chooses other teachers
-        than before: keys for such pools name the choice themselves.)
+        The ``pool_kd`` group is left out while it is the default (off), its ``choose``
+        while it is the default, and ``screening.max_unit_correlation`` while it holds
+        its first value (0.85), so a configuration without them, and every key hashed
+        from it by the benchmarks, reads as it did before they existed (another value of
+        the last one re-keys); :meth:`from_dict` fills them back in. (On a multi-domain
+        pool the default chooses other teachers than before: keys for such pools name the
+        choice themselves.)
         """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
         if self.pool_kd == PoolDistillConfig():
             del result["pool_kd"]
         elif self.pool_kd.choose == PoolDistillConfig.choose:
             del result["pool_kd"]["choose"]
+        if self.screening.max_unit_correlation == _FIRST_UNIT_CORRELATION:
+            del result["screening"]["max_unit_correlation"]
         return result
 
     @classmethod

@@ -24,8 +24,9 @@ from free_common.config import ScreeningConfig
 from free_common.free.errors import NonFiniteLossError
 from free_common.free.screening import ScreeningResult, screen_teacher
 from free_common.free.teachers import Teacher
-from free_common.free.trust.checks import Finding, pool_findings
+from free_common.free.trust.checks import Finding, UnitMatch, pool_findings
 from free_common.free.trust.fingerprint import Fingerprint
+from free_common.free.trust.representations import UnitFeatures, unit_features, unit_match
 
 __all__ = ["LOAD_ERRORS", "PoolScreen", "Verdict"]
 
@@ -75,7 +76,7 @@ class PoolScreen:
         for teacher_id in new:
             self.verdicts[teacher_id] = self._screen_one(teacher_id, load)
         if new and self.config.enabled:
-            self._judge_pool(ids)
+            self._judge_pool(ids, load)
         for teacher_id in new:
             verdict = self.verdicts[teacher_id]
             if not verdict["accepted"]:
@@ -130,14 +131,16 @@ class PoolScreen:
         verdict["seconds"] = time.perf_counter() - started
         return verdict
 
-    def _judge_pool(self, ids: Sequence[str]) -> None:
+    def _judge_pool(self, ids: Sequence[str], load: Callable[[str], Teacher]) -> None:
         """Pool checks over the teachers that passed alone; update every verdict."""
         alone_ok = [
             t
             for t in ids
             if t in self.fingerprints and not any(f.exclude for f in self._alone.get(t, []))
         ]
-        found = pool_findings([self.fingerprints[t] for t in alone_ok], self.config)
+        found = pool_findings(
+            [self.fingerprints[t] for t in alone_ok], self.config, self._unit_match(load)
+        )
         for teacher_id in alone_ok:
             findings = self._alone.get(teacher_id, []) + found.get(teacher_id, [])
             verdict = self.verdicts[teacher_id]
@@ -147,6 +150,17 @@ class PoolScreen:
                 logger.warning("teacher %s excluded: %s", teacher_id, verdict["reason"])
             elif not before and verdict["accepted"]:
                 logger.info("teacher %s accepted again (%s)", teacher_id, "pool checks")
+
+    def _unit_match(self, load: Callable[[str], Teacher]) -> UnitMatch:
+        """Hidden units of two teachers matched, each teacher's measured at most once."""
+        features: dict[str, UnitFeatures] = {}
+
+        def of(teacher_id: str) -> UnitFeatures:
+            if teacher_id not in features:
+                features[teacher_id] = unit_features(load(teacher_id), self.probes)
+            return features[teacher_id]
+
+        return lambda a, b: unit_match(of(a), of(b))
 
 
 def _verdict(result: ScreeningResult) -> Verdict:

@@ -3,12 +3,12 @@
 Owner ``i`` of run seed ``s`` is partition ``i`` of ``owners`` (default 20, the main job's
 count) under the main job's run configuration (``pyproject.toml``: architecture mix
 ``conv4:2,resnet10:1,resnet18:1``, Conv4 width 32, ResNet width 16, 5 classes per owner,
-30 local epochs): :func:`client.owner.prepare_owner` then
-:func:`client.owner.train_and_submit`, unsigned. The weights are cached on disk per seed
-(``~/.cache/freefed/owners`` or ``$FREEFED_OWNER_CACHE``) so that every measurement reads
-the same owners.
+30 local epochs), on the glyphs by default or on another ``data.train`` such as the icons:
+:func:`client.owner.prepare_owner` then :func:`client.owner.train_and_submit`, unsigned.
+The weights are cached on disk per seed and dataset (``~/.cache/freefed/owners`` or
+``$FREEFED_OWNER_CACHE``) so that every measurement reads the same owners.
 
-Usage: ``python -m scripts.bench.main_job_owners --seeds 0,1,2``.
+Usage: ``python -m scripts.bench.main_job_owners --seeds 0,1,2 [--dataset icons]``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import Tensor
 
 from client.owner import TrainSettings, prepare_owner, train_and_submit
 from free_common.card import decode_card, spec_from_card
-from free_common.data.glyphs import load_glyphs
+from free_common.data.registry import load_split
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.models import ModelSpec
 
@@ -58,7 +58,7 @@ class Owner:
         owner_id: ``"owner-007"``.
         seed: the run seed it was trained under.
         spec: its model spec.
-        class_names: the glyph meta-train class names behind outputs 0..4.
+        class_names: the meta-train class names behind outputs 0..4.
         state_dict: its weights (CPU tensors).
         holdout_accuracy: accuracy on its own held-out images.
         seconds: training wall time.
@@ -80,15 +80,22 @@ class Owner:
         )
 
 
-def _cache_file(cache_dir: Path, seed: int, owners: int) -> Path:
-    key = json.dumps({"seed": seed, "owners": owners, **MAIN_JOB_RUN_CONFIG}, sort_keys=True)
+def _run_config(dataset: str) -> dict[str, Any]:
+    """The main job's owner settings on ``dataset`` (glyphs: the keys of before the choice)."""
+    if dataset == "glyphs":
+        return MAIN_JOB_RUN_CONFIG
+    return {**MAIN_JOB_RUN_CONFIG, "data.train": dataset}
+
+
+def _cache_file(cache_dir: Path, seed: int, owners: int, dataset: str) -> Path:
+    key = json.dumps({"seed": seed, "owners": owners, **_run_config(dataset)}, sort_keys=True)
     return cache_dir / f"owners-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
-def _train(seed: int, owners: int) -> list[Owner]:
-    run_config = {**MAIN_JOB_RUN_CONFIG, "seed": seed}
+def _train(seed: int, owners: int, dataset: str) -> list[Owner]:
+    run_config = {**_run_config(dataset), "seed": seed}
     settings = TrainSettings.from_run_config(run_config)
-    names = load_glyphs("train").class_names
+    names = load_split(dataset, "train").class_names
     trained = []
     for pid in range(owners):
         plan = prepare_owner({"partition-id": pid, "num-partitions": owners}, run_config)
@@ -119,10 +126,13 @@ def _train(seed: int, owners: int) -> list[Owner]:
 
 
 def main_job_owners(
-    seed: int, *, owners: int = 20, cache_dir: Path | None = DEFAULT_CACHE
+    seed: int, *, owners: int = 20, cache_dir: Path | None = DEFAULT_CACHE, dataset: str = "glyphs"
 ) -> list[Owner]:
-    """The ``owners`` honest owners of the main job at run seed ``seed`` (cached)."""
-    path = _cache_file(cache_dir, seed, owners) if cache_dir is not None else None
+    """The ``owners`` honest owners of the main job on ``dataset`` at run seed ``seed`` (cached).
+
+    ``dataset`` is the run config's ``data.train`` (``"glyphs"``, ``"icons"``).
+    """
+    path = _cache_file(cache_dir, seed, owners, dataset) if cache_dir is not None else None
     if path is not None and path.exists():
         rows: list[dict[str, Any]] = torch.load(path, weights_only=True)
         return [
@@ -137,7 +147,7 @@ def main_job_owners(
             )
             for r in rows
         ]
-    trained = _train(seed, owners)
+    trained = _train(seed, owners, dataset)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [
@@ -163,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--owners", type=int, default=20)
+    parser.add_argument("--dataset", default="glyphs", help="data.train: glyphs or icons")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     for seed in (int(s) for s in args.seeds.split(",")):
-        for o in main_job_owners(seed, owners=args.owners):
+        for o in main_job_owners(seed, owners=args.owners, dataset=args.dataset):
             print(f"seed {seed} {o.owner_id} {o.spec.arch}: hold-out {o.holdout_accuracy:.2f}")
     return 0
 

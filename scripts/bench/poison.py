@@ -149,7 +149,9 @@ detection units are measured again. 2: the units of 2026-12-04 no longer reprodu
 the code and pools of 2026-12-06 (false names caught 34 of 36 where they recorded 32).
 Not bumped when an output match with unrelated weights became a suspicion instead of an
 exclusion: no unit held such a verdict (every near-duplicate of the quick and full units
-matched its source on weights, similarity 0.965 or more), so none changes."""
+matched its source on weights, similarity 0.965 or more), so none changes. Nor when such a
+suspicion came to be judged on the hidden units (a unit match excludes a copy with reordered
+units): the check runs only on those suspicions, and no unit held one."""
 
 PRESETS: dict[str, PoisonPreset] = {
     "smoke": PoisonPreset(
@@ -312,7 +314,7 @@ def _config_key(preset: PoisonPreset, seed: int, defences: bool | None) -> str:
         "pool": asdict(preset.pool),
         "levels": list(preset.levels),
         "attack_epochs": preset.attack_epochs,
-        "screening": asdict(config.screening),
+        "screening": config.to_dict()["screening"],
     }
     if defences is None:
         record["revision"] = DETECTION_REVISION

@@ -22,10 +22,13 @@ acceptance order):
   other's (the cosine of their weight sketches, same spec only, reaches
   ``max_weight_similarity``: a copy plus noise) exclude it. Outputs on the probes that
   match the other's output by output (correlation of matched outputs reaches
-  ``max_duplicate_correlation``) with unrelated weights make it suspected only: that is
-  what a copy whose hidden units were shuffled looks like, but also two honest owners of
-  the same classes (two icon owners correlated at 0.910, while noised copies range down
-  to 0.74), so outputs alone cannot tell them apart;
+  ``max_duplicate_correlation``) with unrelated weights are what a copy whose hidden
+  units were reordered looks like, but also two honest owners of the same classes (two
+  icon owners correlated at 0.910, while noised copies range down to 0.74). The hidden
+  units then decide, where the caller can measure them (same spec): units that match the
+  other's one for one (mean matched unit correlation reaches ``max_unit_correlation``,
+  :mod:`free_common.free.trust.representations`) exclude it as a reordered copy; else,
+  or unmeasured, it is suspected only;
 - ``label_agreement``: on the class names it shares with others, its output for a name
   does not respond to the probes like the peers' outputs for that name. For each (name,
   peer) pair: the correlation, over the probes, of its output for the name with the
@@ -40,7 +43,7 @@ acceptance order):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +56,7 @@ from free_common.free.trust.fingerprint import Fingerprint, recovery_passes
 __all__ = [
     "CHECKS",
     "Finding",
+    "UnitMatch",
     "LabelAgreement",
     "label_agreements",
     "matched_correlation",
@@ -73,6 +77,10 @@ CHECKS: tuple[str, ...] = (
 )
 _EPS = 1e-6
 _TRIM_ROUNDS = 5
+
+UnitMatch = Callable[[str, str], float]
+"""``(teacher_id, other_id) -> mean matched unit correlation`` of two teachers of one spec
+(:func:`free_common.free.trust.representations.unit_match` on their unit features)."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +198,17 @@ def matched_correlation(corr: npt.NDArray[np.float64]) -> float:
     return total / float(min(corr.shape))
 
 
-def pool_findings(fps: Sequence[Fingerprint], config: ScreeningConfig) -> dict[str, list[Finding]]:
+def pool_findings(
+    fps: Sequence[Fingerprint], config: ScreeningConfig, units: UnitMatch | None = None
+) -> dict[str, list[Finding]]:
     """Pool checks over teachers that passed :func:`teacher_findings`, in acceptance order.
+
+    Args:
+        fps: the fingerprints, in acceptance order.
+        config: the limits.
+        units: measures two same-spec teachers' hidden units against each other, asked
+            only for an output match with unrelated weights (None: such a match stays a
+            suspicion).
 
     Returns:
         teacher id -> its findings (ids without findings are absent).
@@ -200,7 +217,7 @@ def pool_findings(fps: Sequence[Fingerprint], config: ScreeningConfig) -> dict[s
     for fp, finding in _weight_scale(fps, config):
         found.setdefault(fp.teacher_id, []).append(finding)
     z = [standardised(fp.logits) for fp in fps]
-    duplicates = _near_duplicates(fps, z, config)
+    duplicates = _near_duplicates(fps, z, config, units)
     for index, finding in duplicates.items():
         found.setdefault(fps[index].teacher_id, []).append(finding)
     candidates = [
@@ -243,12 +260,16 @@ def _weight_scale(
 
 
 def _near_duplicates(
-    fps: Sequence[Fingerprint], z: list[npt.NDArray[np.float64]], config: ScreeningConfig
+    fps: Sequence[Fingerprint],
+    z: list[npt.NDArray[np.float64]],
+    config: ScreeningConfig,
+    units: UnitMatch | None,
 ) -> dict[int, Finding]:
     """Each teacher against those before it that are not excluded as copies themselves.
 
     A weight match with any of them excludes; otherwise the closest output match, if it
-    reaches the limit, makes the teacher suspected.
+    reaches the limit, is judged on hidden units (same spec, ``units`` given): a unit
+    match excludes, anything else leaves the teacher suspected.
     """
     out: dict[int, Finding] = {}
     probes = fps[0].logits.shape[0] if fps else 0
@@ -269,18 +290,23 @@ def _near_duplicates(
                 closest = (outputs, weights, i)
         if j not in out and closest is not None:
             outputs, weights, i = closest
-            out[j] = _duplicate(fps[i].teacher_id, weights, outputs, probes, config, False)
+            other = fps[i].teacher_id
+            if units is not None and fps[i].spec == fps[j].spec:
+                unit = units(fps[j].teacher_id, other)
+                out[j] = _reordered_copy(other, weights, outputs, unit, probes, config)
+            else:
+                out[j] = _duplicate(other, weights, outputs, probes, config, False)
     return out
 
 
 def _duplicate(
     other: str, weights: float, outputs: float, probes: int, config: ScreeningConfig, exclude: bool
 ) -> Finding:
-    """The near-duplicate finding: excluded on weights, suspected on outputs alone."""
+    """The finding of a weight match (excluded) or an unjudged output match (suspected)."""
     why = (
         ""
         if exclude
-        else "; weights unrelated: suspected (a copy with shuffled hidden units, or an owner "
+        else "; weights unrelated: suspected (a copy with reordered hidden units, or an owner "
         "of the same classes)"
     )
     return Finding(
@@ -288,10 +314,37 @@ def _duplicate(
         exclude,
         weights if exclude else outputs,
         config.max_weight_similarity if exclude else config.max_duplicate_correlation,
-        f"near-duplicate of {other}: weight similarity {weights:.3f} (limit "
-        f"{config.max_weight_similarity}), matched output correlation {outputs:.3f} on "
-        f"{probes} probe images (limit {config.max_duplicate_correlation}){why}",
+        f"near-duplicate of {other}: {_figures(weights, outputs, probes, config)}{why}",
         other,
+    )
+
+
+def _reordered_copy(
+    other: str, weights: float, outputs: float, unit: float, probes: int, config: ScreeningConfig
+) -> Finding:
+    """An output match with unrelated weights, judged on the hidden units."""
+    copy = unit >= config.max_unit_correlation
+    verdict = (
+        "its hidden units are the other's reordered: excluded"
+        if copy
+        else "hidden units its own: suspected (an owner of the same classes?)"
+    )
+    return Finding(
+        "near_duplicate",
+        copy,
+        unit,
+        config.max_unit_correlation,
+        f"near-duplicate of {other}: {_figures(weights, outputs, probes, config)}, matched "
+        f"unit correlation {unit:.3f} (limit {config.max_unit_correlation}); {verdict}",
+        other,
+    )
+
+
+def _figures(weights: float, outputs: float, probes: int, config: ScreeningConfig) -> str:
+    return (
+        f"weight similarity {weights:.3f} (limit {config.max_weight_similarity}), matched "
+        f"output correlation {outputs:.3f} on {probes} probe images (limit "
+        f"{config.max_duplicate_correlation})"
     )
 
 

@@ -1,7 +1,6 @@
 """run_federation end to end without Flower: rounds, real FREE (test preset), resume."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import free_common.free.screening as screening
+import server.trust as trust
 from free_common.config import DEFAULT_PRESET, FreeConfig, ScreeningConfig
 from free_common.data.base import ClassImages
 from free_common.free.teachers import InMemoryTeachers, Teacher, teacher_from_state_dict
@@ -32,6 +34,31 @@ def _copy(teacher: Teacher, name: str, noise: float = 0.05) -> Teacher:
     return teacher_from_state_dict(name, teacher.spec, state)
 
 
+def _reordered(teacher: Teacher, name: str, seed: int = 0) -> Teacher:
+    """A Conv4 copy of ``teacher`` whose hidden units are permuted in every layer.
+
+    Each block's output channels (convolution, BatchNorm) take a new order and the next
+    block's (or the head's) inputs follow, so the copy computes exactly what ``teacher``
+    computes with every weight tensor rearranged.
+    """
+    state = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    blocks = sorted({k.split(".")[1] for k in state if k.startswith("backbone.")})
+    for index, block in enumerate(blocks):
+        width = state[f"backbone.{block}.0.weight"].shape[0]
+        order = torch.randperm(width, generator=g)
+        for key in [k for k in state if k.startswith(f"backbone.{block}.") and state[k].ndim]:
+            state[key] = state[key][order]
+        if index + 1 < len(blocks):
+            key = f"backbone.{blocks[index + 1]}.0.weight"
+            state[key] = state[key][:, order]
+        else:  # the head reads the flattened (channels, height, width) features
+            cells = state["head.weight"].shape[1] // width
+            columns = (order[:, None] * cells + torch.arange(cells)).flatten()
+            state["head.weight"] = state["head.weight"][:, columns]
+    return teacher_from_state_dict(name, teacher.spec, state)
+
+
 def _screen(val: ClassImages, config: ScreeningConfig = CFG) -> PoolScreen:
     return PoolScreen(config, probe_images(val, config.probe_images), max_classes=5)
 
@@ -50,6 +77,40 @@ def test_a_copy_arriving_later_is_excluded_and_its_original_kept(
     assert not verdict["accepted"] and verdict["reason"].startswith("near-duplicate of t0")
     assert verdict["findings"][0]["check"] == "near_duplicate"
     assert verdict["findings"][0]["other"] == "t0" and verdict["seconds"] > 0
+
+
+def test_a_copy_with_reordered_hidden_units_is_excluded_on_its_units(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    """Its weights look unrelated and its outputs match: the units decide."""
+    copy = _reordered(teachers[0], "reordered")
+    probes = probe_images(val_split, CFG.probe_images)
+    assert torch.allclose(copy.model(probes), teachers[0].model(probes), atol=1e-5)
+    source = InMemoryTeachers([*teachers[:2], copy])
+    screen = _screen(val_split)
+    screen.screen(source.ids(), source.load)
+    assert screen.accepted(source.ids()) == ["t0", "t1"]
+    (finding,) = screen.verdicts["reordered"]["findings"]
+    assert finding["check"] == "near_duplicate" and finding["other"] == "t0"
+    assert finding["value"] > 0.99 and "reordered: excluded" in finding["reason"]
+    match = re.search(r"weight similarity (-?[0-9.]+)", finding["reason"])
+    assert match is not None
+    similarity = float(match[1])
+    assert similarity < CFG.max_weight_similarity  # the weight rule alone would keep it
+
+
+def test_an_output_match_whose_units_are_its_own_is_only_suspected(
+    teachers: list[Teacher], val_split: ClassImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the units do not match (an owner of the same classes), the teacher is kept."""
+    copy = _reordered(teachers[0], "reordered")
+    source = InMemoryTeachers([teachers[0], copy])
+    screen = _screen(val_split)
+    monkeypatch.setattr(trust, "unit_match", lambda a, b: 0.5)
+    screen.screen(source.ids(), source.load)
+    verdict = screen.verdicts["reordered"]
+    assert verdict["accepted"] and verdict["suspected"]
+    assert "matched unit correlation 0.500" in verdict["findings"][0]["reason"]
 
 
 def test_each_teacher_is_measured_once_and_a_restored_screen_measures_nothing(

@@ -311,6 +311,7 @@ def test_private_names_never_pair() -> None:
         ("probe_images", 0),
         ("max_logit", 0.0),
         ("min_peers", 0),
+        ("max_unit_correlation", 1.5),
     ],
 )
 def test_screening_config_refuses_out_of_range_values(field: str, value: float) -> None:
