@@ -540,7 +540,13 @@ def compare_domains(
     ev = config.eval
     ps = settings.protocol_settings(test_tasks=settings.compare_domain_tasks, test_seed=ev.seed)
     found = by_domain(
-        candidates, methods, test_data, n_way=ev.n_way, q_query=ev.q_query, settings=ps
+        candidates,
+        methods,
+        test_data,
+        n_way=ev.n_way,
+        q_query=ev.q_query,
+        settings=ps,
+        workers=settings.compare_workers,
     )
     return {domain: accuracy_rows(rows, DOMAIN_PROTOCOLS) for domain, rows in found.items()}
 

@@ -155,6 +155,37 @@ def test_each_domain_is_meta_tested_alone_at_the_choice_made_on_the_union() -> N
     ]
 
 
+def test_domain_jobs_in_worker_processes_give_the_results_of_one_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same evaluations in two spawned workers, filed in the union's order."""
+    monkeypatch.setattr("server.workers.usable_cpus", lambda: 2)
+    test = union([blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)],
+                 ["glyphs", "icons"])  # fmt: skip
+    settings = ProtocolSettings(
+        test_tasks=3, val_tasks=2, lrs=(0.01, 0.3), heads=("zero",), protocols=("tuned", "proto")
+    )
+    cands = [random_candidate(SPEC, 0), random_candidate(SPEC, 1)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        methods = compare(cands, test, test, n_way=4, shots=(1, 2), q_query=2, settings=settings)
+        here = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings)
+    finally:
+        torch.set_num_threads(threads)
+    apart = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings, workers=2)
+    assert list(apart) == list(here) == ["glyphs", "icons"]
+    for domain, rows in here.items():
+        for a, b in zip(rows, apart[domain], strict=True):
+            assert list(a.results) == list(b.results) == ["tuned", "proto"]
+            for protocol, by_shot in a.results.items():
+                assert list(by_shot) == list(b.results[protocol]) == [1, 2]
+                for k, ra in by_shot.items():
+                    rb = b.results[protocol][k]
+                    assert (ra.lr, ra.head) == (rb.lr, rb.head)
+                    assert ra.accuracies.tolist() == rb.accuracies.tolist()
+
+
 def _scores(**scores: float) -> list[MethodResult]:
     return [MethodResult(name.replace("_", " "), "", {}, s) for name, s in scores.items()]
 
