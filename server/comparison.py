@@ -322,8 +322,9 @@ def by_domain(
     meta-val (what the shipped model is used with), and the prototype protocol needs no
     choice. The tasks use ``settings.test_tasks`` and ``settings.test_seed`` on each
     domain's classes. Each (domain, candidate, protocol, shot) evaluation is one job, run
-    in ``workers`` processes as :func:`compare` runs its jobs (fine-tuning in one thread
-    per process was 2.7 times faster per task than in two threads of one process).
+    in ``workers`` processes as :func:`compare` runs its jobs (in the multi-domain main job
+    the stage took 4.0 min in two one-thread workers, 5.5 min in two threads of the server
+    process; seeds 2 and 0 of ``scripts/results/main_job_mixed.md``).
 
     Args:
         candidates: what :func:`compare` was given, in the same order as ``methods``.
