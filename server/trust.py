@@ -152,15 +152,27 @@ class PoolScreen:
                 logger.info("teacher %s accepted again (%s)", teacher_id, "pool checks")
 
     def _unit_match(self, load: Callable[[str], Teacher]) -> UnitMatch:
-        """Hidden units of two teachers matched, each teacher's measured at most once."""
-        features: dict[str, UnitFeatures] = {}
+        """Hidden units of two teachers matched, each teacher's measured at most once.
 
-        def of(teacher_id: str) -> UnitFeatures:
+        A teacher that no longer loads (a damaged pool file) is not measured: the pair's
+        match is None and the teacher stays suspected, with the load error logged.
+        """
+        features: dict[str, UnitFeatures | None] = {}
+
+        def of(teacher_id: str) -> UnitFeatures | None:
             if teacher_id not in features:
-                features[teacher_id] = unit_features(load(teacher_id), self.probes)
+                try:
+                    features[teacher_id] = unit_features(load(teacher_id), self.probes)
+                except LOAD_ERRORS as err:
+                    logger.warning("hidden units of %s not measured: %s", teacher_id, err)
+                    features[teacher_id] = None
             return features[teacher_id]
 
-        return lambda a, b: unit_match(of(a), of(b))
+        def match(a: str, b: str) -> float | None:
+            ours, theirs = of(a), of(b)
+            return None if ours is None or theirs is None else unit_match(ours, theirs)
+
+        return match
 
 
 def _verdict(result: ScreeningResult) -> Verdict:

@@ -78,9 +78,10 @@ CHECKS: tuple[str, ...] = (
 _EPS = 1e-6
 _TRIM_ROUNDS = 5
 
-UnitMatch = Callable[[str, str], float]
+UnitMatch = Callable[[str, str], float | None]
 """``(teacher_id, other_id) -> mean matched unit correlation`` of two teachers of one spec
-(:func:`free_common.free.trust.representations.unit_match` on their unit features)."""
+(:func:`free_common.free.trust.representations.unit_match` on their unit features), or
+None when either cannot be measured (the teacher then stays suspected)."""
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,8 @@ def _near_duplicates(
         if j not in out and closest is not None:
             outputs, weights, i = closest
             other = fps[i].teacher_id
-            if units is not None and fps[i].spec == fps[j].spec:
-                unit = units(fps[j].teacher_id, other)
+            unit = units(fps[j].teacher_id, other) if units and fps[i].spec == fps[j].spec else None
+            if unit is not None:
                 out[j] = _reordered_copy(other, weights, outputs, unit, probes, config)
             else:
                 out[j] = _duplicate(other, weights, outputs, probes, config, False)

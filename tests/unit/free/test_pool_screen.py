@@ -113,6 +113,28 @@ def test_an_output_match_whose_units_are_its_own_is_only_suspected(
     assert "matched unit correlation 0.500" in verdict["findings"][0]["reason"]
 
 
+def test_a_teacher_that_no_longer_loads_leaves_the_output_match_a_suspicion(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    """Its units cannot be measured (a damaged pool file): kept, suspected, nothing raised."""
+    copy = _reordered(teachers[0], "reordered")
+    source = InMemoryTeachers([teachers[0], copy])
+    screen = _screen(val_split)
+    screen.screen(["t0"], source.load)
+    loads = {"t0": 0}
+
+    def load_once(teacher_id: str) -> Teacher:
+        if teacher_id == "t0":
+            loads["t0"] += 1
+            raise OSError("damaged file")
+        return source.load(teacher_id)
+
+    screen.screen(source.ids(), load_once)
+    verdict = screen.verdicts["reordered"]
+    assert verdict["accepted"] and verdict["suspected"] and loads["t0"] == 1
+    assert "weights unrelated: suspected" in verdict["findings"][0]["reason"]
+
+
 def test_each_teacher_is_measured_once_and_a_restored_screen_measures_nothing(
     teachers: list[Teacher], val_split: ClassImages, monkeypatch: pytest.MonkeyPatch
 ) -> None:
