@@ -421,7 +421,7 @@ class ScreeningConfig:
             judged on its hidden units (kept and reported as suspected unless they match).
         max_unit_correlation: mean correlation of hidden units matched one to one with
             such a teacher's from which it is excluded as a copy with reordered units
-            (honest main-job owners reach 0.70, copies with 0.1x noise 0.97 and more).
+            (honest main-job owners reach 0.72, copies with 0.1x noise 0.96 and more).
         min_label_correlation: lowest accepted mean correlation, over (shared class name,
             peer) pairs and the probes, of the teacher's output for a name with the peer's.
         min_label_margin: lowest accepted mean margin, over those pairs, by which the

@@ -8,7 +8,8 @@ to one, from which ``ScreeningConfig.max_unit_correlation`` excludes. This study
 that figure on the main job's honest owners (``scripts.bench.main_job_owners``, glyphs and
 icons, run seeds 0-2: every pair of owners of one spec) and on copies of every owner with
 Gaussian noise of 0.05x, 0.1x and 0.3x each weight tensor's std (the poison bench's
-free-rider range). The copies are not reordered: the matching runs over every pair of
+free-rider attack, ``scripts.bench.poison_attacks.free_rider``, across its range). The
+copies are not reordered: the matching runs over every pair of
 units, so their order does not change the figure (the unit tests show it on a reordered
 Conv4). For each copy it also records whether its outputs match the original's closely
 enough (``max_duplicate_correlation``) for the unit check to run at all.
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from free_common.config import ScreeningConfig
@@ -37,7 +39,8 @@ from free_common.free.trust.fingerprint import weight_sketch
 from free_common.free.trust.probes import probe_images, teacher_logits
 from free_common.free.trust.representations import UnitFeatures, unit_features, unit_match
 from free_common.runtime import host_record
-from scripts.bench.main_job_owners import main_job_owners
+from scripts.bench.main_job_owners import Owner, main_job_owners
+from scripts.bench.poison_attacks import Model, free_rider
 
 __all__ = ["NOISE", "measure", "markdown"]
 
@@ -68,14 +71,11 @@ class _Measured:
         }
 
 
-def _noisy_copy(teacher: Teacher, noise: float, generator: torch.Generator) -> Teacher:
-    state = {
-        k: v + torch.randn(v.shape, generator=generator) * v.std() * noise
-        if v.is_floating_point() and "running" not in k and v.numel() > 1
-        else v
-        for k, v in teacher.model.state_dict().items()
-    }
-    return teacher_from_state_dict(f"{teacher.teacher_id}-copy", teacher.spec, state)
+def _free_rider(owner: Owner, noise: float, rng: np.random.Generator) -> Teacher:
+    """The poison bench's free-rider (:func:`~scripts.bench.poison_attacks.free_rider`)."""
+    source = Model(owner.owner_id, owner.spec, owner.state_dict, ())
+    copy = free_rider(source, rng, model_id=f"{owner.owner_id}-copy", noise=noise)
+    return teacher_from_state_dict(copy.model_id, copy.spec, copy.state_dict)
 
 
 def measure(dataset: str, seed: int, probes: torch.Tensor) -> dict[str, Any]:
@@ -88,11 +88,11 @@ def measure(dataset: str, seed: int, probes: torch.Tensor) -> dict[str, Any]:
         for a, b in itertools.combinations(measured, 2)
         if a.teacher.spec == b.teacher.spec
     ]
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     copies = [
         {"arch": m.teacher.spec.arch, "teacher": m.teacher.teacher_id, "noise": noise}
-        | _Measured(_noisy_copy(m.teacher, noise, generator), probes).against(m)
-        for m in measured
+        | _Measured(_free_rider(o, noise, rng), probes).against(m)
+        for o, m in zip(owners, measured, strict=True)
         for noise in NOISE
     ]
     logger.info("%s seed %d: %d honest pairs, %d copies", dataset, seed, len(honest), len(copies))

@@ -7,8 +7,8 @@ units still respond to the probes exactly as the original's units do, one for on
 two teachers of one spec, each convolution's output channels are correlated over the
 probes (and a 4 x 4 grid of positions), matched one to one, and the matched correlations
 averaged over units and layers: near 1 for such a copy, lower for a model trained on its
-own (at most 0.70 between the honest owners of the glyph and icon main jobs, where copies
-with noise of 0.1x each tensor's spread stay at 0.97 or more; ``server/README.md``, "The
+own (at most 0.72 between the honest owners of the glyph and icon main jobs, where copies
+with noise of 0.1x each tensor's spread stay at 0.96 or more; ``server/README.md``, "The
 checks").
 """
 
