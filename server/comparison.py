@@ -359,11 +359,11 @@ def by_domain(
         for domain in parts
         for index, (cand, union) in enumerate(zip(candidates, methods, strict=True))
         if cand.model is not None
-        for job in _domain_jobs(domain, index, cand, union, n_way, q_query, settings)
+        for job in _domain_jobs(domain, index, cand, union, settings)
     ]
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].lr is None, -jobs[i].k_shot))
     processes = auto_workers(workers, len(jobs), pick_device(device))
-    shared = _Domains(parts, settings, device)
+    shared = _Domains(parts, settings, device, n_way, q_query)
     found = run_jobs(_domain_job, [jobs[i] for i in order], shared, workers=processes)
     result_of = dict(zip(order, found, strict=True))  # the longest jobs ran first
     out = {domain: [MethodResult(cand.name, cand.note) for cand in candidates] for domain in parts}
@@ -377,11 +377,13 @@ def by_domain(
 
 @dataclass(frozen=True)
 class _Domains:
-    """What every job of :func:`by_domain` shares: each domain's meta-test and the settings."""
+    """What every job of :func:`by_domain` shares: each domain's meta-test and the task shape."""
 
     parts: dict[str, ClassImages]
     settings: ProtocolSettings
     device: torch.device | str | None
+    n_way: int
+    q_query: int
 
 
 @dataclass(frozen=True)
@@ -392,9 +394,7 @@ class _DomainJob:
     index: int
     name: str
     model: Classifier
-    n_way: int
     k_shot: int
-    q_query: int
     lr: float | None = None
     head: str = "none"
     at_edge: bool = False
@@ -409,13 +409,11 @@ def _domain_jobs(
     index: int,
     cand: Candidate,
     union: MethodResult,
-    n_way: int,
-    q_query: int,
     settings: ProtocolSettings,
 ) -> list[_DomainJob]:
     """The evaluations of one candidate on one domain, at its choices on the union."""
     assert cand.model is not None
-    base = _DomainJob(domain, index, cand.name, cand.model, n_way, 0, q_query)
+    base = _DomainJob(domain, index, cand.name, cand.model, 0)
     jobs = []
     if "tuned" in settings.protocols:
         for k, tuned in union.results.get("tuned", {}).items():
@@ -434,9 +432,9 @@ def _domain_job(shared: _Domains, job: _DomainJob) -> EvalResult:
     return evaluate(
         job.model,
         shared.parts[job.domain],
-        n_way=job.n_way,
+        n_way=shared.n_way,
         k_shot=job.k_shot,
-        q_query=job.q_query,
+        q_query=shared.q_query,
         n_tasks=shared.settings.test_tasks,
         mode="proto" if job.lr is None else "finetune",
         head=cast(HeadInit, "learned" if job.lr is None else job.head),
