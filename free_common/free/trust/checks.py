@@ -292,7 +292,9 @@ def _near_duplicates(
         if j not in out and closest is not None:
             outputs, weights, i = closest
             other = fps[i].teacher_id
-            unit = units(fps[j].teacher_id, other) if units and fps[i].spec == fps[j].spec else None
+            unit = None
+            if units is not None and fps[i].spec == fps[j].spec:
+                unit = units(fps[j].teacher_id, other)
             if unit is not None:
                 out[j] = _reordered_copy(other, weights, outputs, unit, probes, config)
             else:
