@@ -201,12 +201,20 @@ class FreeTrainer:
 
     # ------------------------------------------------------------------ public API
 
-    def train(self, progress: bool = True, *, iterations: int | None = None) -> FreeResult:
+    def train(
+        self,
+        progress: bool = True,
+        *,
+        iterations: int | None = None,
+        pool_kd_steps: int | None = None,
+    ) -> FreeResult:
         """Run (or continue) meta-training until ``iterations`` (default config.iterations).
 
         Resumes from the latest checkpoint automatically; evaluates on meta-val every
         ``eval.every`` iterations and at the end, keeps the best; reports meta-test once.
-        Once ``config.iterations`` are done, runs the pool distillation stage if enabled.
+        Once ``config.iterations`` are done, runs the pool distillation stage if enabled,
+        up to its step ``pool_kd_steps`` (default: all of its steps; 0: not yet). The
+        stage validates and checkpoints where it stops, and a later call continues it.
 
         Raises:
             NonFiniteLossError: a loss term became NaN/Inf (names iteration and term);
@@ -214,6 +222,8 @@ class FreeTrainer:
             FreeTrainingError: no teacher passed screening.
         """
         target = iterations if iterations is not None else self.config.iterations
+        if pool_kd_steps is not None and pool_kd_steps < 0:
+            raise ValueError(f"pool_kd_steps must be >= 0: {pool_kd_steps}")
         if self.config.meta_learner.init == "best_teacher" and self.state.init is None:
             self._start_from_best_teacher()
         start = self.state.iteration + 1
@@ -235,7 +245,7 @@ class FreeTrainer:
         if self.state.best_state is None:
             self._validate(self.state.iteration)
         if self.config.pool_kd.enabled and self.state.iteration >= self.config.iterations:
-            self._pool_distill(progress)
+            self._pool_distill(progress, pool_kd_steps)
         return self._result()
 
     def add_teachers(self, teachers: Iterable[Teacher]) -> None:
@@ -421,17 +431,21 @@ class FreeTrainer:
 
     # ------------------------------------------------------------------ pool distillation
 
-    def _pool_distill(self, progress: bool) -> None:
-        """The pool distillation stage (module docstring), resumed where a checkpoint left it."""
+    def _pool_distill(self, progress: bool, until: int | None = None) -> None:
+        """The pool distillation stage (module docstring), resumed where a checkpoint left it.
+
+        ``until``: stop after this step (validated and checkpointed there); None: the last.
+        """
         cfg, stage = self.config.pool_kd, self.state.pool_kd
-        if stage.get("steps_done", 0) >= cfg.steps or stage.get("skipped"):
+        last = cfg.steps if until is None else min(until, cfg.steps)
+        if stage.get("steps_done", 0) >= last or stage.get("skipped"):
             return
         if self.distiller is None and not self._open_distiller():
             return
         assert self.distiller is not None
         started = time.perf_counter() - float(stage.get("seconds", 0.0))
         bar = tqdm(
-            range(stage["steps_done"] + 1, cfg.steps + 1),
+            range(stage["steps_done"] + 1, last + 1),
             initial=stage["steps_done"],
             total=cfg.steps,
             desc="pool distillation",
@@ -441,7 +455,7 @@ class FreeTrainer:
         for step in bar:
             images = self.bank.sample(cfg.batch, self.rng).to(self.device)
             losses.append(self.distiller.step(images, self.rng))
-            if step % cfg.eval_every and step != cfg.steps:
+            if step % cfg.eval_every and step != last:
                 continue
             stage["steps_done"] = step
             stage["seconds"] = time.perf_counter() - started

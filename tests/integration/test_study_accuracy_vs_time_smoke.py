@@ -27,16 +27,19 @@ def test_every_arm_records_points_and_a_finished_arm_is_not_run_again(
         assert all(0 <= p["accuracy"] <= 100 and 0 <= p["current"] <= 100 for p in points)
         assert points[0]["current"] == points[0]["accuracy"]
     free = report["units"][0]
-    assert (
-        free["points"][-1]["iteration"]
-        == study.arm_config(study.PRESETS["smoke"], "free").iterations
-    )
+    config = study.arm_config(study.PRESETS["smoke"], "free")
+    # the iterations, then the pool distillation stage in parts, a point after each
+    where = [(p["iteration"], p["pool_kd_step"]) for p in free["points"]]
+    assert where[-1] == (config.iterations, config.pool_kd.steps)
+    assert (config.iterations, study.PRESETS["smoke"].pool_kd_chunk) in where
+    assert set(report["baselines"]["methods"]) == {"Random", "Average", "Best owner"}
     # both arms start from the same untrained learner
     assert report["units"][1]["points"][0]["accuracy"] == free["points"][0]["accuracy"]
     assert (out / "accuracy_vs_time_smoke.png").stat().st_size > 0
     assert "FREE (meta-generator)" in (out / "accuracy_vs_time_smoke.md").read_text()
     line = (out / "accuracy_vs_time_smoke_headline.md").read_text()
     assert line.startswith("seconds per iteration: free ") and "untrained start" in line
+    assert "seconds to reach the best free model" in line
 
     def no_training(*_: object, **__: object) -> None:
         raise AssertionError("a finished arm must not train again")

@@ -276,6 +276,25 @@ def test_a_killed_stage_resumes_to_the_same_model(
     )
 
 
+def test_the_stage_run_in_parts_gives_the_model_of_one_run(
+    teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+) -> None:
+    expected = cpu_trainer(teachers, val_split, tmp_path / "whole", STAGE).train(progress=False)
+    trainer = cpu_trainer(teachers, val_split, tmp_path / "parts", STAGE)
+    assert trainer.train(progress=False, pool_kd_steps=0).pool_kd == {}
+    part = trainer.train(progress=False, pool_kd_steps=2)
+    assert part.pool_kd["steps_done"] == 2
+    assert [h["step"] for h in part.history if h["kind"] == "pool_kd"] == [2]
+    result = trainer.train(progress=False)
+    assert result.pool_kd == expected.pool_kd | {"seconds": result.pool_kd["seconds"]}
+    for name, value in expected.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+    with pytest.raises(ValueError, match="pool_kd_steps must be >= 0"):
+        cpu_trainer(teachers, val_split, tmp_path / "bad", STAGE).train(
+            progress=False, pool_kd_steps=-1
+        )
+
+
 def test_the_stage_is_skipped_with_a_reason_when_no_teacher_fits(
     teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
 ) -> None:
