@@ -9,7 +9,12 @@ per protocol and shot; FREE's margin over the better of Random and Average in ev
 against the goal of :data:`GOAL_POINTS`; and, for a multi-domain run, the same statistics on
 each domain's meta-test alone. No figure is typed by hand.
 
-Usage: ``python -m scripts.record_main_job runs/main-A runs/main-B runs/main-C [--note "..."]``
+Beside them, ``main_job_headline.md`` (one line) and ``main_job_table.md`` (the across-seed
+table alone, for the README). ``--rebuild`` writes the markdown files again from the JSON
+already recorded, without the run directories (after a change of their layout).
+
+Usage: ``python -m scripts.record_main_job runs/main-A runs/main-B runs/main-C [--note "..."]``;
+``python -m scripts.record_main_job --rebuild [--stem main_job_mixed]``
 """
 
 from __future__ import annotations
@@ -253,6 +258,20 @@ def table_lines(agg: dict[str, Any]) -> list[str]:
     return lines
 
 
+def table_page(runs: list[dict[str, Any]], agg: dict[str, Any]) -> str:
+    """The across-seed table with a line saying what it is (the README's copy)."""
+    first = runs[0]
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    lines = [
+        f"{first['test_tasks']} meta-test tasks per method, protocol and shot; mean over "
+        f"{len(runs)} training seeds ({seeds}) ± across-seed sd (worst seed) [mean per-task "
+        "95% CI], %:",
+        "",
+        *table_lines(agg),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def headline(runs: list[dict[str, Any]], agg: dict[str, Any]) -> str:
     """One line for the README's headline table: per protocol, every method's mean over seeds.
 
@@ -300,7 +319,12 @@ def margin_lines(margins: dict[str, dict[str, list[float]]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Command line: run directories (one per seed), ``--note``, ``--out``, ``--stem``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+")
+    parser.add_argument("run_dirs", type=Path, nargs="*")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="write the markdown files again from <out>/<stem>.json (no run directories)",
+    )
     parser.add_argument("--note", default="", help="a remark on the machine or its load")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
@@ -310,21 +334,32 @@ def main(argv: list[str] | None = None) -> int:
         "than the default main job gets its own, e.g. main_job_mixed)",
     )
     args = parser.parse_args(argv)
+    if args.rebuild == bool(args.run_dirs):
+        parser.error("give the run directories, or --rebuild without them")
+    path = args.out / f"{args.stem}.json"
     try:
-        runs = sorted((load_run(d) for d in args.run_dirs), key=lambda r: r["seed"])
-    except (RunError, KeyError, json.JSONDecodeError) as err:
+        if args.rebuild:
+            record = json.loads(path.read_text())
+            runs, note = record["runs"], record["note"]
+            agg = {k: v for k, v in record.items() if k not in ("runs", "goal_points", "note")}
+        else:
+            runs = sorted((load_run(d) for d in args.run_dirs), key=lambda r: r["seed"])
+            note = args.note
+            agg = aggregate(runs)
+            domains = aggregate_domains(runs)
+            if domains:
+                agg["domains"] = domains
+    except (OSError, RunError, KeyError, json.JSONDecodeError) as err:
         print(f"record_main_job: {err}", file=sys.stderr)
         return 2
-    agg = aggregate(runs)
-    domains = aggregate_domains(runs)
-    if domains:
-        agg["domains"] = domains
-    text = markdown(runs, agg, args.note)
+    text = markdown(runs, agg, note)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": args.note}
-    (args.out / f"{args.stem}.json").write_text(json.dumps(record, indent=2))
+    if not args.rebuild:
+        record = {"runs": runs, **agg, "goal_points": GOAL_POINTS, "note": note}
+        path.write_text(json.dumps(record, indent=2))
     (args.out / f"{args.stem}.md").write_text(text)
     (args.out / f"{args.stem}_headline.md").write_text(headline(runs, agg) + "\n")
+    (args.out / f"{args.stem}_table.md").write_text(table_page(runs, agg))
     print(text)
     return 0
 

@@ -115,7 +115,8 @@ def test_another_configuration_is_recorded_under_its_own_stem(tmp_path: Path):
     assert (
         record_main_job.main([str(_run(tmp_path)), "--out", str(results), "--stem", "mixed"]) == 0
     )
-    assert {p.name for p in results.iterdir()} == {"mixed.json", "mixed.md", "mixed_headline.md"}
+    names = {p.name for p in results.iterdir()}
+    assert names == {"mixed.json", "mixed.md", "mixed_headline.md", "mixed_table.md"}
 
 
 def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
@@ -160,3 +161,24 @@ def test_a_run_without_the_summary_key_takes_the_step_from_its_checkpoint(tmp_pa
     save_checkpoint(run / "out" / "free" / "checkpoints" / "latest.pt", {"run": {"best_step": 600}})
     assert record_main_job.load_run(run)["best_pool_kd_step"] == 600
     assert record_main_job.load_run(_run(tmp_path, seed=1))["best_pool_kd_step"] == 0
+
+
+def test_the_table_is_written_alone_and_rebuilt_from_the_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    runs = [_run(tmp_path, seed=s, rows=_rows(0.70 + s / 100, 0.60, 0.65)) for s in (0, 1)]
+    results = tmp_path / "results"
+    assert record_main_job.main([*map(str, runs), "--out", str(results)]) == 0
+    written = {p.name: p.read_text() for p in results.glob("*.md")}
+    table = written["main_job_table.md"]
+    assert table.startswith("600 meta-test tasks per method, protocol and shot; mean over 2")
+    assert "| tuned | FREE | 70.50 ± 0.71 (70.00)" in table
+    for path in results.glob("*.md"):
+        path.unlink()
+    assert record_main_job.main(["--rebuild", "--out", str(results)]) == 0
+    assert {p.name: p.read_text() for p in results.glob("*.md")} == written
+    # run directories and --rebuild exclude each other; a missing record is said
+    with pytest.raises(SystemExit):
+        record_main_job.main([str(runs[0]), "--rebuild", "--out", str(results)])
+    assert record_main_job.main(["--rebuild", "--stem", "other", "--out", str(results)]) == 2
+    assert "other.json" in capsys.readouterr().err
