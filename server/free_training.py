@@ -248,6 +248,16 @@ class FreeTrainer:
             self._pool_distill(progress, pool_kd_steps)
         return self._result()
 
+    @property
+    def finished(self) -> bool:
+        """Every iteration run, and the pool distillation stage done (or skipped, or off)."""
+        if self.state.iteration < self.config.iterations:
+            return False
+        stage = self.state.pool_kd
+        if not self.config.pool_kd.enabled or stage.get("skipped"):
+            return True
+        return int(stage.get("steps_done", 0)) >= self.config.pool_kd.steps
+
     def add_teachers(self, teachers: Iterable[Teacher]) -> None:
         """Add teachers to a source that supports it (``InMemoryTeachers``)."""
         add = getattr(self.source, "add", None)

@@ -87,13 +87,20 @@ from scripts.bench.ceiling import CeilingSettings, pretrain_ceiling
 from scripts.bench.teacher_pool import PoolSettings, build_pool, load_split, teachers_of
 from server.baselines import free_trainer
 from server.checkpoint import load_checkpoint
-from server.comparison import average_candidate, best_owner_candidate, random_candidate
+from server.comparison import (
+    Candidate,
+    average_candidate,
+    best_owner_candidate,
+    random_candidate,
+)
 
 __all__ = [
+    "BASELINE_METHODS",
     "METHODS",
     "PRESETS",
     "SETTINGS",
     "WinsPreset",
+    "baseline_candidate",
     "free_config",
     "main",
     "multidomain_markdown",
@@ -145,6 +152,8 @@ VARIANTS = {
     "scratch": "scratch",
 }
 """The FREE loop's variant of each trained method (``server.baselines.free_trainer``)."""
+BASELINE_METHODS = ("random", "average", "best_owner")
+"""The pool's free models: built, not trained (:func:`baseline_candidate`)."""
 FREE_METHODS = ("free", *POOL_KD_LEVERS, "free_paper")
 """FREE itself; every other method but the :data:`REFERENCES` is a baseline of FREE's margin."""
 MULTI_DOMAIN_ONLY = ("free_same_input",)
@@ -371,24 +380,42 @@ def _model(
 ) -> tuple[Classifier, dict[str, Any]]:
     """The model of ``method`` at ``seed`` (trained ones cached on disk) and what it is."""
     spec = learner_spec(free_config(preset, "free", seed, pool).meta_learner)
+    if method in BASELINE_METHODS:
+        cand = baseline_candidate(method, spec, seed, pool, val, teachers)
+        if cand.model is None:
+            raise RuntimeError(f"{method}: {cand.note}")
+        return cand.model, {"note": cand.note}
+    key = method_key(preset, method, seed, pool)
+    work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}-{key}"
+    if method == "ceiling":
+        return _ceiling(work, preset, pool, spec, seed)
+    return _trained(work, preset, method, seed, val, teachers, pool)
+
+
+def baseline_candidate(
+    method: str,
+    spec: ModelSpec,
+    seed: int,
+    pool: str,
+    val: ClassImages,
+    teachers: InMemoryTeachers,
+) -> Candidate:
+    """One of :data:`BASELINE_METHODS` as this bench builds it for the learner's ``spec``.
+
+    ``random``: ``spec`` drawn at ``seed``; ``average``: the mean of the pool's models of
+    ``spec``; ``best_owner``: the pool model whose features score best on 100 meta-val
+    5-way 1-shot tasks.
+    """
     if method == "random":
-        cand = random_candidate(spec, seed)
-    elif method == "average":
-        cand = average_candidate(teachers, spec)
-    elif method == "best_owner":
+        return random_candidate(spec, seed)
+    if method == "average":
+        return average_candidate(teachers, spec)
+    if method == "best_owner":
         queries = MIXED_QUERIES if pool in POOL_DOMAINS else 15
-        cand = best_owner_candidate(
+        return best_owner_candidate(
             teachers, val, None, n_way=5, k_shot=1, q_query=queries, n_tasks=100, seed=7
         )
-    else:
-        key = method_key(preset, method, seed, pool)
-        work = cache_dir / "free_wins" / preset_name / pool / f"{method}-s{seed}-{key}"
-        if method == "ceiling":
-            return _ceiling(work, preset, pool, spec, seed)
-        return _trained(work, preset, method, seed, val, teachers, pool)
-    if cand.model is None:
-        raise RuntimeError(f"{method}: {cand.note}")
-    return cand.model, {"note": cand.note}
+    raise ValueError(f"{method!r} is not one of {BASELINE_METHODS}")
 
 
 def _load_model(path: Path) -> tuple[Classifier, dict[str, Any]]:

@@ -61,11 +61,10 @@ from free_common.models import Classifier
 from free_common.protocols import ProtocolSettings, TaskSetting, meta_test
 from free_common.runtime import host_record
 from scripts.bench.accuracy_presets import key_form
+from scripts.bench.free_wins import BASELINE_METHODS, baseline_candidate, free_config, pool_teachers
 from scripts.bench.free_wins import PRESETS as WINS_PRESETS
-from scripts.bench.free_wins import free_config, pool_teachers
 from scripts.bench.teacher_pool import load_split
 from server.baselines import free_trainer
-from server.comparison import average_candidate, best_owner_candidate, random_candidate
 from server.free_training import FreeTrainer
 from server.plots import save_curve_panels
 
@@ -229,7 +228,7 @@ def run_arm(
             {"iteration": 0, "pool_kd_step": 0, "seconds": 0.0, **start, **_as_current(start)}
         )
         _save(path, unit)
-    while not _done(trainer) and points[-1]["seconds"] < budget:
+    while not trainer.finished and points[-1]["seconds"] < budget:
         iterations, steps = _next_stop(trainer, preset)
         started = time.perf_counter()
         result = trainer.train(progress=progress, iterations=iterations, pool_kd_steps=steps)
@@ -268,10 +267,8 @@ def measure_baselines(
 ) -> dict[str, Any]:
     """Random, Average and the best owner on the arms' meta-test tasks (written once).
 
-    The models are built as the accuracy benchmarks build them
-    (``scripts.bench.free_wins``): the learner's architecture freshly drawn at the study's
-    seed, the mean of the pool's models of that architecture, and the pool model whose
-    features score best on 100 meta-val tasks.
+    The models are those of the does-FREE-win bench
+    (:func:`scripts.bench.free_wins.baseline_candidate`) at the study's seed.
     """
     preset = PRESETS[preset_name]
     path = units_dir / BASELINES_FILE
@@ -284,15 +281,9 @@ def measure_baselines(
     val, test = load_split(wins.dataset, "val"), load_split(wins.dataset, "test")
     teachers = pool_teachers(wins, "single", cache_dir)
     spec = learner_spec(arm_config(preset, "free").meta_learner)
-    candidates = [
-        random_candidate(spec, preset.seed),
-        average_candidate(teachers, spec),
-        best_owner_candidate(
-            teachers, val, None, n_way=5, k_shot=1, q_query=15, n_tasks=100, seed=7
-        ),
-    ]
     unit = {"key": key, "methods": {}}
-    for cand in candidates:
+    for method in BASELINE_METHODS:
+        cand = baseline_candidate(method, spec, preset.seed, "single", val, teachers)
         if cand.model is None:
             logger.warning("baseline %s left out: %s", cand.name, cand.note)
             continue
@@ -329,16 +320,6 @@ def _point_position(point: dict[str, Any]) -> tuple[int, int]:
     return int(point["iteration"]), int(point.get("pool_kd_step", 0))
 
 
-def _done(trainer: FreeTrainer) -> bool:
-    """Every iteration run, and the pool distillation stage finished (or skipped, or off)."""
-    config, stage = trainer.config, trainer.state.pool_kd
-    if trainer.state.iteration < config.iterations:
-        return False
-    if not config.pool_kd.enabled or stage.get("skipped"):
-        return True
-    return int(stage.get("steps_done", 0)) >= config.pool_kd.steps
-
-
 def _next_stop(trainer: FreeTrainer, preset: StudyPreset) -> tuple[int, int]:
     """The (iteration, pool distillation step) at which the next point is taken."""
     iteration, step = _position(trainer)
@@ -360,13 +341,9 @@ def _where(point: dict[str, Any]) -> str:
     return f"iteration {point['iteration']}" + (f" + {step} steps" if step else "")
 
 
-def _reach(units: Sequence[dict[str, Any]], target: float) -> dict[str, float | None]:
-    return {u["arm"]: seconds_to_reach(u, target) for u in units}
-
-
 def _time_ratio(units: Sequence[dict[str, Any]], target: float) -> str:
     """How FREE's seconds to ``target`` compare with each other arm's."""
-    reach = _reach(units, target)
+    reach = {u["arm"]: seconds_to_reach(u, target) for u in units}
     free = reach.get("free")
     if free is None:
         return "FREE's shipped model does not reach it"

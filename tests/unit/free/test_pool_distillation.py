@@ -282,10 +282,12 @@ def test_the_stage_run_in_parts_gives_the_model_of_one_run(
     expected = cpu_trainer(teachers, val_split, tmp_path / "whole", STAGE).train(progress=False)
     trainer = cpu_trainer(teachers, val_split, tmp_path / "parts", STAGE)
     assert trainer.train(progress=False, pool_kd_steps=0).pool_kd == {}
+    assert not trainer.finished
     part = trainer.train(progress=False, pool_kd_steps=2)
-    assert part.pool_kd["steps_done"] == 2
+    assert part.pool_kd["steps_done"] == 2 and not trainer.finished
     assert [h["step"] for h in part.history if h["kind"] == "pool_kd"] == [2]
     result = trainer.train(progress=False)
+    assert trainer.finished
     assert result.pool_kd == expected.pool_kd | {"seconds": result.pool_kd["seconds"]}
     for name, value in expected.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[name]), name
