@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scripts.bench.free_wins import POOL_KD_LEVERS, PRESETS, free_config, method_key
+import pytest
+
+from free_common.free.meta_learner import learner_spec
+from free_common.free.teachers import InMemoryTeachers
+from scripts.bench.free_wins import (
+    BASELINE_METHODS,
+    POOL_KD_LEVERS,
+    PRESETS,
+    baseline_candidate,
+    free_config,
+    method_key,
+)
 
 
 def test_each_lever_changes_only_its_pool_kd_fields_and_its_key() -> None:
@@ -23,3 +34,13 @@ def test_ten_teachers_give_each_of_two_domains_five() -> None:
     assert config.pool_kd.teachers == 10
     assert config.pool_kd.choose == "per-domain"
     assert config.seed == 1
+
+
+def test_only_the_pool_s_free_models_are_built_as_baselines() -> None:
+    spec = learner_spec(free_config(PRESETS["full"], "free", 0).meta_learner)
+    empty = InMemoryTeachers([])
+    assert baseline_candidate("random", spec, 0, "single", None, empty).name == "Random"  # type: ignore[arg-type]
+    for method in ("free", "ceiling", "scratch"):
+        assert method not in BASELINE_METHODS
+        with pytest.raises(ValueError, match="is not one of"):
+            baseline_candidate(method, spec, 0, "single", None, empty)  # type: ignore[arg-type]
