@@ -270,6 +270,10 @@ class CrossDistillConfig:
 POOL_KD_CHOICES = ("same-input", "per-domain")
 """How the pool distillation stage chooses its teachers (:attr:`PoolDistillConfig.choose`)."""
 
+TEACHER_PRECISIONS = ("auto", "float32", "bfloat16")
+"""How the pool distillation stage's teachers compute their features
+(:attr:`PoolDistillConfig.teacher_precision`)."""
+
 
 @dataclass(frozen=True)
 class PoolDistillConfig:
@@ -302,6 +306,13 @@ class PoolDistillConfig:
             models all take the learner's input both choose the same teachers; on the
             100-teacher glyph + icon pool, per-domain scored 1.3 to 2.1 points higher on
             meta-val in each of 3 seeds (same-input distilled icon owners only).
+        teacher_precision: the number format of the teachers' forward passes, which
+            only compute the stage's targets (no gradient flows through a teacher):
+            ``"bfloat16"`` (autocast), ``"float32"``, or ``"auto"`` (default):
+            bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU
+            with AVX512-BF16 or AMX), else float32. The meta-learner and its projectors
+            always train in float32. An execution setting, like the device: it is not
+            part of a configuration's key (see :meth:`FreeConfig.to_dict`).
     """
 
     enabled: bool = False
@@ -313,12 +324,18 @@ class PoolDistillConfig:
     eval_every: int = 200
     rank_tasks: int = 40
     choose: str = "per-domain"
+    teacher_precision: str = "auto"
 
     def __post_init__(self) -> None:
         """Validate ranges."""
         _require(
             self.choose in POOL_KD_CHOICES,
             f"pool_kd.choose must be one of {', '.join(POOL_KD_CHOICES)}: {self.choose!r}",
+        )
+        _require(
+            self.teacher_precision in TEACHER_PRECISIONS,
+            f"pool_kd.teacher_precision must be one of {', '.join(TEACHER_PRECISIONS)}: "
+            f"{self.teacher_precision!r}",
         )
         for name in ("teachers", "steps", "eval_every", "rank_tasks"):
             _require(
@@ -559,13 +576,17 @@ class FreeConfig:
         from it by the benchmarks, reads as it did before they existed (another value of
         the last one re-keys); :meth:`from_dict` fills them back in. (On a multi-domain
         pool the default chooses other teachers than before: keys for such pools name the
-        choice themselves.)
+        choice themselves.) ``pool_kd.teacher_precision`` is always left out: like the
+        device and the thread count it changes results only in float rounding, so it does
+        not re-key (units measured before it existed ran their teachers in float32).
         """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
-        if self.pool_kd == PoolDistillConfig():
+        if replace(self.pool_kd, teacher_precision="auto") == PoolDistillConfig():
             del result["pool_kd"]
-        elif self.pool_kd.choose == PoolDistillConfig.choose:
-            del result["pool_kd"]["choose"]
+        else:
+            del result["pool_kd"]["teacher_precision"]
+            if self.pool_kd.choose == PoolDistillConfig.choose:
+                del result["pool_kd"]["choose"]
         if self.screening.max_unit_correlation == _FIRST_UNIT_CORRELATION:
             del result["screening"]["max_unit_correlation"]
         return result

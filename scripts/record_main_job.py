@@ -72,6 +72,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         if config.get("pool_kd", {}).get("enabled")
         else 0,
         "best_pool_kd_step": _best_pool_kd_step(out, summary),
+        "pool_kd_teacher_dtype": summary.get("pool_kd", {}).get("teacher_dtype", "float32"),
         "verdict": summary.get("verdict"),
         "screening": owners,
         "rows": summary["rows"],
@@ -184,8 +185,10 @@ def _shots(agg: dict[str, Any]) -> list[str]:
 
 
 def _stage_words(run: dict[str, Any]) -> str:
+    """The stage's steps and its teachers' number format (float32 in runs before it existed)."""
     steps = run.get("pool_kd_steps", 0)
-    return f" then {steps} pool distillation steps" if steps else ""
+    dtype = run.get("pool_kd_teacher_dtype", "float32")
+    return f" then {steps} pool distillation steps (teachers in {dtype})" if steps else ""
 
 
 def _best_cell(run: dict[str, Any]) -> str:

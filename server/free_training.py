@@ -60,7 +60,7 @@ from free_common.free.meta_learner import (
     learner_spec,
     meta_learner_step,
 )
-from free_common.free.pool_distillation import PoolDistiller
+from free_common.free.pool_distillation import PoolDistiller, teacher_dtype
 from free_common.free.replay import ReplayStats, replay_phase
 from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
 from free_common.free.trust.probes import probe_domains, probe_images
@@ -519,6 +519,13 @@ class FreeTrainer:
                 ),
             )
         resuming = self._saved_distiller is not None
+        dtype = teacher_dtype(cfg.teacher_precision, self.device)
+        stage["teacher_dtype"] = str(dtype).removeprefix("torch.")
+        logger.info(
+            "pool distillation: teachers compute their targets in %s (teacher_precision %s)",
+            stage["teacher_dtype"],
+            cfg.teacher_precision,
+        )
         self.distiller = PoolDistiller(
             self.learner,
             self.cache.get_many(stage["teachers"]),
@@ -527,6 +534,7 @@ class FreeTrainer:
             # resuming: the saved projectors replace these, and the run's RNG stays as saved
             rng=torch.Generator().manual_seed(0) if resuming else self.rng,
             device=self.device,
+            teacher_dtype=dtype,
         )
         if resuming:
             assert self._saved_distiller is not None

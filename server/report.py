@@ -240,7 +240,12 @@ def _pool_kd_section(data: ReportData) -> list[str]:
         f"iteration-{start.get('iteration', '?')} model (meta-val "
         f"{100 * float(start.get('val', float('nan'))):.2f}%), distilling the features of the "
         f"{len(stage['teachers'])} pool models {chosen} (nearest centroid, "
-        f"{stage.get('candidates', '?')} candidates): {teachers}.",
+        f"{stage.get('candidates', '?')} candidates): {teachers}."
+        + (
+            f" The teachers computed their targets in {stage['teacher_dtype']}."
+            if stage.get("teacher_dtype")
+            else ""
+        ),
         "",
         "| step | meta-val (%) |",
         "|---|---|",

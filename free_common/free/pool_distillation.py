@@ -18,6 +18,12 @@ rather than squared error: the teachers' feature scales differ by architecture a
 Teachers run with batch statistics (as every model is meta-tested here), so their running
 statistics are neither used nor touched. The projectors are training scaffolding and are
 never exported; the meta-learner's head is left as it is.
+
+The teachers only compute targets (no gradient flows through them), so they may run in
+bfloat16 (``teacher_dtype``, autocast; the targets are cast back to float32): on two CPU
+cores with AVX512-BF16, five Conv4 teachers on a 128-image batch took 35 ms instead of
+144 ms and the whole step about 0.55 of its float32 time, with the targets' cosine to
+their float32 values above 0.9999. The meta-learner and the projectors train in float32.
 """
 
 from __future__ import annotations
@@ -35,7 +41,35 @@ from free_common.free.errors import check_finite
 from free_common.free.teachers import Teacher
 from free_common.models import Classifier
 
-__all__ = ["PoolDistiller", "feature_teacher", "projector"]
+__all__ = ["PoolDistiller", "feature_teacher", "projector", "teacher_dtype"]
+
+
+def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The teachers' number format for ``precision`` (``"auto"``, ``"float32"``, ``"bfloat16"``).
+
+    ``"auto"`` is bfloat16 where ``device`` computes it natively (a CUDA GPU with bf16
+    support, a CPU with AVX512-BF16 or AMX tiles), else float32: emulated bfloat16 can be
+    slower than float32.
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
+    if precision == "float32":
+        return torch.float32
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"unknown teacher precision {precision!r}: auto, float32 or bfloat16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_has_native_bf16() -> bool:
+    """The CPU has AVX512-BF16 or AMX tile instructions (torch's own CPU feature probe)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def feature_teacher(teacher: Teacher, device: torch.device) -> Classifier:
@@ -71,6 +105,11 @@ class PoolDistiller:
         shift: random-crop padding of the bank images.
         rng: draws the projectors' initial weights.
         device: where the teachers and projectors live.
+        teacher_dtype: the teachers' forward passes run in this format (float32 or
+            bfloat16 autocast); their targets are float32 either way.
+
+    Raises:
+        ValueError: no teacher, or a ``teacher_dtype`` other than float32 or bfloat16.
     """
 
     def __init__(
@@ -82,9 +121,14 @@ class PoolDistiller:
         shift: int,
         rng: torch.Generator,
         device: torch.device,
+        teacher_dtype: torch.dtype = torch.float32,
     ) -> None:
         if not teachers:
             raise ValueError("pool distillation needs at least one teacher")
+        if teacher_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"teacher_dtype must be float32 or bfloat16, got {teacher_dtype}")
+        self.teacher_dtype = teacher_dtype
+        self.device_type = device.type
         # The stage's batches are channels-last (see loss); a learner whose weights are not
         # ran its grey-image stage steps about 1.4x slower on one thread (values equal up to
         # rounding).
@@ -126,12 +170,19 @@ class PoolDistiller:
         for teacher, extractor, project in zip(
             self.teachers, self.extractors, self.projectors, strict=True
         ):
-            with torch.no_grad():
-                target = extractor.forward_features(
-                    to_model_input(x, teacher.spec.image_size, teacher.spec.in_channels)
-                )  # (B, F_t)
+            target = self._target(extractor, teacher, x)  # (B, F_t)
             terms.append(1 - F.cosine_similarity(project(features), target, dim=1).mean())
         return torch.stack(terms).mean()
+
+    def _target(self, extractor: Classifier, teacher: Teacher, x: Tensor) -> Tensor:
+        """One teacher's float32 features (B, F_t) of the augmented batch x (B, C, S, S)."""
+        inputs = to_model_input(x, teacher.spec.image_size, teacher.spec.in_channels)
+        low = self.teacher_dtype == torch.bfloat16
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=low),
+        ):
+            return extractor.forward_features(inputs).float()
 
     def step(self, images: Tensor, rng: torch.Generator) -> float:
         """One Adam update on a batch of bank images (B, C, S, S); returns the loss before it.

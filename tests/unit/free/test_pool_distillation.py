@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+import free_common.free.pool_distillation as pool_distillation
 import server.free_training as free_training
 from free_common.config import ConfigError, FreeConfig, PoolDistillConfig
 from free_common.data.base import ClassImages
 from free_common.evaluation import EvalResult
 from free_common.free.best_teacher import at_input, rank_by_nearest_centroid, rank_per_domain
 from free_common.free.meta_learner import build_meta_learner
-from free_common.free.pool_distillation import PoolDistiller, feature_teacher
+from free_common.free.pool_distillation import PoolDistiller, feature_teacher, teacher_dtype
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.models import build_model
 from server.checkpoint import load_checkpoint
@@ -33,7 +34,9 @@ def _learner() -> nn.Module:
     return build_meta_learner(CFG.meta_learner)
 
 
-def _distiller(teachers: list[Teacher], seed: int = 0) -> PoolDistiller:
+def _distiller(
+    teachers: list[Teacher], seed: int = 0, dtype: torch.dtype = torch.float32
+) -> PoolDistiller:
     return PoolDistiller(
         _learner(),  # type: ignore[arg-type]
         teachers,
@@ -41,6 +44,7 @@ def _distiller(teachers: list[Teacher], seed: int = 0) -> PoolDistiller:
         shift=1,
         rng=torch.Generator().manual_seed(seed),
         device=torch.device("cpu"),
+        teacher_dtype=dtype,
     )
 
 
@@ -139,6 +143,7 @@ def test_state_restores_exactly_and_refuses_other_teachers(teachers: list[Teache
         {"shift": -1},
         {"eval_every": 0},
         {"choose": "best"},
+        {"teacher_precision": "float16"},
     ],
 )
 def test_bad_pool_distillation_settings_are_refused(field: dict[str, float]) -> None:
@@ -164,6 +169,77 @@ def test_choose_is_hashed_only_when_it_is_not_the_default() -> None:
     assert FreeConfig.from_dict(shipped.to_dict()) == shipped
     run = FreeConfig.from_run_config({"free.preset": "test", "free.pool-kd.choose": "same-input"})
     assert run.pool_kd.choose == "same-input"
+
+
+def test_bfloat16_teachers_give_float32_targets_near_the_float32_ones(
+    teachers: list[Teacher],
+) -> None:
+    # Prepare: the same learner, projectors and batch; teachers in float32 and in bfloat16
+    images = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    exact, low = _distiller(teachers[:2]), _distiller(teachers[:2], dtype=torch.bfloat16)
+
+    # Act
+    pairs = [
+        (exact._target(e, t, images), low._target(f, t, images))
+        for t, e, f in zip(teachers[:2], exact.extractors, low.extractors, strict=True)
+    ]
+    exact_loss = exact.step(images, torch.Generator().manual_seed(2))
+    low_loss = low.step(images, torch.Generator().manual_seed(2))
+
+    # Assert: float32 targets within bfloat16 rounding; the learner still trains in float32
+    for want, got in pairs:
+        assert got.dtype == torch.float32 and not torch.equal(want, got)
+        assert torch.nn.functional.cosine_similarity(want, got, dim=1).min() > 0.999
+    assert abs(exact_loss - low_loss) < 1e-2
+    assert all(p.dtype == torch.float32 for p in low.learner.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in low.learner.parameters())
+
+
+def test_teacher_precision_resolves_to_a_format_the_device_computes_natively(
+    monkeypatch: pytest.MonkeyPatch, teachers: list[Teacher]
+) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert teacher_dtype("float32", cpu) == torch.float32
+    assert teacher_dtype("bfloat16", cpu) == torch.bfloat16
+    monkeypatch.setattr(pool_distillation, "_cpu_has_native_bf16", lambda: True)
+    assert teacher_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(pool_distillation, "_cpu_has_native_bf16", lambda: False)
+    assert teacher_dtype("auto", cpu) == torch.float32  # emulated bfloat16 can be slower
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert teacher_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert teacher_dtype("auto", cuda) == torch.float32
+    with pytest.raises(ValueError, match="unknown teacher precision 'half'"):
+        teacher_dtype("half", cpu)
+    with pytest.raises(ValueError, match="teacher_dtype must be float32 or bfloat16"):
+        _distiller(teachers[:1], dtype=torch.float16)
+
+
+def test_teacher_precision_comes_from_the_run_config_and_never_rekeys() -> None:
+    run = FreeConfig.from_run_config(
+        {"free.preset": "xkd-cpu", "free.pool-kd.teacher-precision": "float32"}
+    )
+    shipped = FreeConfig.preset("xkd-cpu")
+    assert run.pool_kd.teacher_precision == "float32"
+    assert shipped.pool_kd.teacher_precision == "auto"
+    assert run.to_dict() == shipped.to_dict()  # an execution setting, like the device
+    assert (
+        "pool_kd"
+        not in replace(CFG, pool_kd=PoolDistillConfig(teacher_precision="float32")).to_dict()
+    )
+    assert FreeConfig.from_dict(shipped.to_dict()) == shipped
+    with pytest.raises(ConfigError, match="teacher_precision must be one of"):
+        FreeConfig.from_run_config({"free.pool-kd.teacher-precision": "fp8"})
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_stage_records_the_teachers_number_format(
+    precision: str, teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+) -> None:
+    config = replace(STAGE, pool_kd=replace(STAGE.pool_kd, teacher_precision=precision))
+    result = cpu_trainer(teachers, val_split, tmp_path, config).train(progress=False)
+    assert result.pool_kd["teacher_dtype"] == precision
+    assert result.pool_kd["steps_done"] == 4 and np.isfinite(result.best_val)
 
 
 def test_per_domain_choice_takes_teachers_of_any_input(
