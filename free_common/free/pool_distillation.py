@@ -21,9 +21,10 @@ never exported; the meta-learner's head is left as it is.
 
 The teachers only compute targets (no gradient flows through them), so they may run in
 bfloat16 (``teacher_dtype``, autocast; the targets are cast back to float32): on two CPU
-cores with AVX512-BF16, five Conv4 teachers on a 128-image batch took 35 ms instead of
-144 ms and the whole step about 0.55 of its float32 time, with the targets' cosine to
-their float32 values above 0.9999. The meta-learner and the projectors train in float32.
+cores with AVX512-BF16 a step with five Conv4 teachers takes about half its float32 time,
+with the targets' cosine to their float32 values above 0.9999
+(``python -m scripts.bench.teacher_precision``). The meta-learner and the projectors train
+in float32.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from free_common.config import TEACHER_PRECISIONS
 from free_common.evaluation import evaluation_copy
 from free_common.free.augment import augment, to_model_input
 from free_common.free.errors import check_finite
@@ -59,7 +61,8 @@ def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bfloat16":
         return torch.bfloat16
     if precision != "auto":
-        raise ValueError(f"unknown teacher precision {precision!r}: auto, float32 or bfloat16")
+        choices = ", ".join(TEACHER_PRECISIONS)
+        raise ValueError(f"unknown teacher precision {precision!r}: one of {choices}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and _cpu_has_native_bf16():

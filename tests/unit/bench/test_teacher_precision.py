@@ -1,0 +1,17 @@
+import json
+from pathlib import Path
+
+from scripts.bench import teacher_precision
+
+
+def test_the_bench_times_both_formats_side_by_side_and_writes_its_report(tmp_path: Path) -> None:
+    argv = ["--threads", "1", "--batch", "4", "--teachers", "2", "--rounds", "1", "--repeats", "1"]
+    assert teacher_precision.main([*argv, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "teacher_precision.json").read_text())
+    assert set(result["step_ms"]) == set(result["teachers_ms"]) == {"float32", "bfloat16"}
+    assert all(ms > 0 for ms in result["step_ms"].values())
+    ratio = result["step_ms"]["bfloat16"] / result["step_ms"]["float32"]
+    assert abs(result["step_ratio"] - ratio) < 1e-9
+    assert 0.999 < result["min_target_cosine"] <= 1.0 + 1e-6
+    report = (tmp_path / "teacher_precision.md").read_text()
+    assert "| bfloat16 |" in report and "bfloat16 / float32 step time" in report
