@@ -59,11 +59,13 @@ def test_add_is_idempotent_per_digest(tmp_path: Path) -> None:
 def test_interrupted_write_leftovers_are_cleaned(tmp_path: Path) -> None:
     with ModelPool(tmp_path) as pool:
         tid = _accept(pool, 0)
+    # the accepted model's file sits in models/<first two hex digits of its digest>, which
+    # can be one of these folders (a run failed so before exist_ok)
     stray = tmp_path / "models" / "ff" / "ff00.safetensors.123.tmp"
-    stray.parent.mkdir(parents=True)
+    stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"partial")
     orphan = tmp_path / "models" / "ee" / "ee00.safetensors"
-    orphan.parent.mkdir(parents=True)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"no row")
     with ModelPool(tmp_path) as pool:
         assert pool.ids() == [tid]
