@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,29 @@ def _stage_words(run: dict[str, Any]) -> str:
     return f" then {steps} pool distillation steps (teachers in {dtype})" if steps else ""
 
 
+def command_words(runs: list[dict[str, Any]]) -> str:
+    """The runs' shared ``--run-config``, the seed written as K (``--run-config 'seed=K'``).
+
+    Settings that the runs do not all share are not a common command: each run's own
+    arguments stay in the JSON record (``extra_args``), and the header says they differ.
+    """
+    shared = {tuple(_settings_besides_seed(r.get("extra_args", ""))) for r in runs}
+    if len(shared) != 1:
+        return "--run-config 'seed=K ...' (settings differ between runs: see extra_args)"
+    settings = " ".join(("seed=K", *shared.pop()))
+    return f"--run-config '{settings}'"
+
+
+def _settings_besides_seed(extra_args: str) -> list[str]:
+    """The ``key=value`` settings of a run's ``--run-config`` arguments, its seed left out."""
+    words = shlex.split(extra_args)
+    settings: list[str] = []
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "--run-config":
+            settings += [w for w in shlex.split(value, posix=False) if not w.startswith("seed=")]
+    return settings
+
+
 def _best_cell(run: dict[str, Any]) -> str:
     step = run.get("best_pool_kd_step", 0)
     return (
@@ -204,7 +228,7 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     by_arch = ", ".join(f"{n} {arch}" for arch, n in first["pool"]["by_arch"].items())
     seeds = ", ".join(str(r["seed"]) for r in runs)
     lines = [
-        f"`scripts/run_main.sh` over {len(runs)} seed(s) ({seeds}; `--run-config 'seed=K'`), "
+        f"`scripts/run_main.sh` over {len(runs)} seed(s) ({seeds}; `{command_words(runs)}`), "
         f"{first['owners']} owners ({by_arch}); FREE `{first['preset']}` preset, "
         f"{first['free_iterations']} iterations{_stage_words(first)}; {first['test_tasks']} "
         "meta-test tasks per "

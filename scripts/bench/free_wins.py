@@ -6,7 +6,8 @@ start chosen on glyph meta-val; ``published``, lr 0.01; ``proto``, the device's 
 centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-shot, and
 Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
-- ``free``: the shipped default preset (``xkd-cpu``), one model per training seed;
+- ``free``: the shipped default preset (``xkd-cpu``) at :data:`XKD_ITERATIONS` meta-training
+  iterations, one model per training seed;
 - the levers (:data:`POOL_KD_LEVERS`), the default with some pool distillation fields
   changed, each chosen or dropped on meta-val: ``free_kd1000`` (1,000 steps, the default
   until 2026-12-06), ``free_kd3000`` and ``free_kd4000`` (longer stages, each continued
@@ -145,6 +146,12 @@ TRAINED = {
     "scratch": "xkd-cpu",
 }
 """Methods trained by FREE's loop, and their preset."""
+XKD_ITERATIONS = 20
+"""Meta-training iterations of the methods trained with ``xkd-cpu`` on the 100-teacher pools.
+
+The preset's count when these units were measured. The preset itself runs 10 since
+2026-12-07 (chosen on the 20-owner main job's meta-val, where its bank is full sooner);
+a 100-teacher pool draws each teacher about 4 times in 20 iterations of 20 teachers."""
 VARIANTS = {
     "free": "free",
     **dict.fromkeys(POOL_KD_LEVERS, "free"),
@@ -250,6 +257,8 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     (:data:`scripts.bench.accuracy_presets.BENCH_MAX_LOGIT`), not the app's.
     """
     config = FreeConfig.preset(TRAINED[method])
+    if TRAINED[method] == "xkd-cpu":
+        config = replace(config, iterations=XKD_ITERATIONS)
     screening = replace(config.screening, max_logit=BENCH_MAX_LOGIT)
     config = replace(config, seed=seed, screening=screening)
     if method in POOL_KD_LEVERS:

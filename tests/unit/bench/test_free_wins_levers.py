@@ -6,12 +6,15 @@ from dataclasses import replace
 
 import pytest
 
+from free_common.config import FreeConfig
 from free_common.free.meta_learner import learner_spec
 from free_common.free.teachers import InMemoryTeachers
 from scripts.bench.free_wins import (
     BASELINE_METHODS,
     POOL_KD_LEVERS,
     PRESETS,
+    TRAINED,
+    XKD_ITERATIONS,
     baseline_candidate,
     free_config,
     method_key,
@@ -27,6 +30,16 @@ def test_each_lever_changes_only_its_pool_kd_fields_and_its_key() -> None:
             assert {k: getattr(lever.pool_kd, k) for k in fields} == fields
             assert replace(lever, pool_kd=default.pool_kd) == default
             assert method_key(preset, method, 0, pool) != method_key(preset, "free", 0, pool)
+
+
+def test_the_100_teacher_pools_keep_the_iterations_their_units_were_measured_at() -> None:
+    preset = PRESETS["full"]
+    for method, name in TRAINED.items():
+        config = free_config(preset, method, 0)
+        if name == "xkd-cpu":  # the preset runs fewer on the main job's 20-owner pools
+            assert config.iterations == XKD_ITERATIONS != FreeConfig.preset(name).iterations
+        else:
+            assert config.iterations == FreeConfig.preset(name).iterations
 
 
 def test_ten_teachers_give_each_of_two_domains_five() -> None:

@@ -187,3 +187,12 @@ def test_the_table_is_written_alone_and_rebuilt_from_the_record(
         record_main_job.main([str(runs[0]), "--rebuild", "--out", str(results)])
     assert record_main_job.main(["--rebuild", "--stem", "other", "--out", str(results)]) == 2
     assert "other.json" in capsys.readouterr().err
+
+
+def test_the_header_names_the_settings_the_runs_share_besides_their_seed():
+    icons = 'data.train="icons" data.val="icons"'
+    runs = [{"extra_args": f"--run-config 'seed={s} {icons}'"} for s in (0, 1)]
+    assert record_main_job.command_words(runs) == f"--run-config 'seed=K {icons}'"
+    assert record_main_job.command_words([{"extra_args": ""}]) == "--run-config 'seed=K'"
+    mixed = [*runs, {"extra_args": "--run-config 'seed=2'"}]
+    assert "settings differ between runs" in record_main_job.command_words(mixed)
