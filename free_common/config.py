@@ -272,7 +272,8 @@ POOL_KD_CHOICES = ("same-input", "per-domain")
 
 TEACHER_PRECISIONS = ("auto", "float32", "bfloat16")
 """How the pool distillation stage's teachers compute their features
-(:attr:`PoolDistillConfig.teacher_precision`)."""
+(:attr:`PoolDistillConfig.teacher_precision`) and how its learner trains
+(:attr:`PoolDistillConfig.learner_precision`)."""
 
 
 @dataclass(frozen=True)
@@ -311,8 +312,16 @@ class PoolDistillConfig:
             ``"bfloat16"`` (autocast), ``"float32"``, or ``"auto"`` (default):
             bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU
             with AVX512-BF16 or AMX), else float32. The meta-learner and its projectors
-            always train in float32. An execution setting, like the device: it is not
-            part of a configuration's key (see :meth:`FreeConfig.to_dict`).
+            train in float32 unless ``learner_precision`` says otherwise. An execution
+            setting, like the device: it is not part of a configuration's key (see
+            :meth:`FreeConfig.to_dict`).
+        learner_precision: the number format in which the meta-learner's and the
+            projectors' forward and backward passes run during the stage: ``"float32"``
+            (default here, the stage as it was first measured), ``"bfloat16"``
+            (autocast: mixed precision, the weights, their Adam state and the loss stay
+            float32) or ``"auto"`` (bfloat16 where native, as above). Unlike the
+            teachers' format it changes the training trajectory, so a value other than
+            float32 is part of the key.
     """
 
     enabled: bool = False
@@ -325,6 +334,7 @@ class PoolDistillConfig:
     rank_tasks: int = 40
     choose: str = "per-domain"
     teacher_precision: str = "auto"
+    learner_precision: str = "float32"
 
     def __post_init__(self) -> None:
         """Validate ranges."""
@@ -336,6 +346,11 @@ class PoolDistillConfig:
             self.teacher_precision in TEACHER_PRECISIONS,
             f"pool_kd.teacher_precision must be one of {', '.join(TEACHER_PRECISIONS)}: "
             f"{self.teacher_precision!r}",
+        )
+        _require(
+            self.learner_precision in TEACHER_PRECISIONS,
+            f"pool_kd.learner_precision must be one of {', '.join(TEACHER_PRECISIONS)}: "
+            f"{self.learner_precision!r}",
         )
         for name in ("teachers", "steps", "eval_every", "rank_tasks"):
             _require(
@@ -579,6 +594,8 @@ class FreeConfig:
         choice themselves.) ``pool_kd.teacher_precision`` is always left out: like the
         device and the thread count it changes results only in float rounding, so it does
         not re-key (units measured before it existed ran their teachers in float32).
+        ``pool_kd.learner_precision`` is left out while it is float32 (the stage before it
+        existed) and kept otherwise: it changes the training trajectory.
         """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
         if replace(self.pool_kd, teacher_precision="auto") == PoolDistillConfig():
@@ -587,6 +604,8 @@ class FreeConfig:
             del result["pool_kd"]["teacher_precision"]
             if self.pool_kd.choose == PoolDistillConfig.choose:
                 del result["pool_kd"]["choose"]
+            if self.pool_kd.learner_precision == PoolDistillConfig.learner_precision:
+                del result["pool_kd"]["learner_precision"]
         if self.screening.max_unit_correlation == _FIRST_UNIT_CORRELATION:
             del result["screening"]["max_unit_correlation"]
         return result

@@ -170,6 +170,7 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.pool-kd.steps", -1, _PRESET_PLACEHOLDER),
             Key("free.pool-kd.choose", "", _PRESET_PLACEHOLDER),
             Key("free.pool-kd.teacher-precision", "", _PRESET_PLACEHOLDER),
+            Key("free.pool-kd.learner-precision", "", _PRESET_PLACEHOLDER),
         )
     }
 )

@@ -74,6 +74,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         else 0,
         "best_pool_kd_step": _best_pool_kd_step(out, summary),
         "pool_kd_teacher_dtype": summary.get("pool_kd", {}).get("teacher_dtype", "float32"),
+        "pool_kd_learner_dtype": summary.get("pool_kd", {}).get("learner_dtype", "float32"),
         "verdict": summary.get("verdict"),
         "screening": owners,
         "rows": summary["rows"],
@@ -186,10 +187,12 @@ def _shots(agg: dict[str, Any]) -> list[str]:
 
 
 def _stage_words(run: dict[str, Any]) -> str:
-    """The stage's steps and its teachers' number format (float32 in runs before it existed)."""
+    """The stage's steps and number formats (float32 in runs from before they were recorded)."""
     steps = run.get("pool_kd_steps", 0)
-    dtype = run.get("pool_kd_teacher_dtype", "float32")
-    return f" then {steps} pool distillation steps (teachers in {dtype})" if steps else ""
+    teachers = run.get("pool_kd_teacher_dtype", "float32")
+    learner = run.get("pool_kd_learner_dtype", "float32")
+    formats = f"teachers in {teachers}, learner in {learner}"
+    return f" then {steps} pool distillation steps ({formats})" if steps else ""
 
 
 def command_words(runs: list[dict[str, Any]]) -> str:

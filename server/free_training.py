@@ -60,7 +60,7 @@ from free_common.free.meta_learner import (
     learner_spec,
     meta_learner_step,
 )
-from free_common.free.pool_distillation import PoolDistiller, teacher_dtype
+from free_common.free.pool_distillation import PoolDistiller, precision_dtype
 from free_common.free.replay import ReplayStats, replay_phase
 from free_common.free.teachers import Teacher, TeacherCache, TeacherSource
 from free_common.free.trust.probes import probe_domains, probe_images
@@ -519,12 +519,17 @@ class FreeTrainer:
                 ),
             )
         resuming = self._saved_distiller is not None
-        dtype = teacher_dtype(cfg.teacher_precision, self.device)
+        dtype = precision_dtype(cfg.teacher_precision, self.device)
+        learner = precision_dtype(cfg.learner_precision, self.device)
         stage["teacher_dtype"] = str(dtype).removeprefix("torch.")
+        stage["learner_dtype"] = str(learner).removeprefix("torch.")
         logger.info(
-            "pool distillation: teachers compute their targets in %s (teacher_precision %s)",
+            "pool distillation: teachers compute their targets in %s (teacher_precision %s), "
+            "the learner trains in %s (learner_precision %s)",
             stage["teacher_dtype"],
             cfg.teacher_precision,
+            stage["learner_dtype"],
+            cfg.learner_precision,
         )
         self.distiller = PoolDistiller(
             self.learner,
@@ -535,6 +540,7 @@ class FreeTrainer:
             rng=torch.Generator().manual_seed(0) if resuming else self.rng,
             device=self.device,
             teacher_dtype=dtype,
+            learner_dtype=learner,
         )
         if resuming:
             assert self._saved_distiller is not None

@@ -245,6 +245,11 @@ def _pool_kd_section(data: ReportData) -> list[str]:
             f" The teachers computed their targets in {stage['teacher_dtype']}."
             if stage.get("teacher_dtype")
             else ""
+        )
+        + (
+            f" The learner trained in {stage['learner_dtype']}."
+            if stage.get("learner_dtype")
+            else ""
         ),
         "",
         "| step | meta-val (%) |",

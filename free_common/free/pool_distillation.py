@@ -23,8 +23,10 @@ The teachers only compute targets (no gradient flows through them), so they may 
 bfloat16 (``teacher_dtype``, autocast; the targets are cast back to float32): on two CPU
 cores with AVX512-BF16 a step with five Conv4 teachers takes about half its float32 time,
 with the targets' cosine to their float32 values above 0.9999
-(``python -m scripts.bench.teacher_precision``). The meta-learner and the projectors train
-in float32.
+(``python -m scripts.bench.teacher_precision``). The meta-learner and the projectors
+train in float32 by default; with ``learner_dtype`` bfloat16 their forward and backward
+passes run under bfloat16 autocast (mixed precision: the weights, their Adam state and the
+loss stay float32), which takes about another third off a step on such a CPU.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ from free_common.free.errors import check_finite
 from free_common.free.teachers import Teacher
 from free_common.models import Classifier
 
-__all__ = ["PoolDistiller", "feature_teacher", "projector", "teacher_dtype"]
+__all__ = ["PoolDistiller", "feature_teacher", "precision_dtype", "projector"]
 
 
-def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The teachers' number format for ``precision`` (``"auto"``, ``"float32"``, ``"bfloat16"``).
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The stage's number format for ``precision`` (``"auto"``, ``"float32"``, ``"bfloat16"``).
+
+    Resolves ``pool_kd.teacher_precision`` and ``pool_kd.learner_precision`` alike.
 
     ``"auto"`` is bfloat16 where ``device`` computes it natively (a CUDA GPU with bf16
     support, a CPU with AVX512-BF16 or AMX tiles), else float32: emulated bfloat16 can be
@@ -62,7 +66,7 @@ def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16
     if precision != "auto":
         choices = ", ".join(TEACHER_PRECISIONS)
-        raise ValueError(f"unknown teacher precision {precision!r}: one of {choices}")
+        raise ValueError(f"unknown precision {precision!r}: one of {choices}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and _cpu_has_native_bf16():
@@ -110,9 +114,12 @@ class PoolDistiller:
         device: where the teachers and projectors live.
         teacher_dtype: the teachers' forward passes run in this format (float32 or
             bfloat16 autocast); their targets are float32 either way.
+        learner_dtype: the learner's and projectors' passes run in this format (float32,
+            or bfloat16 autocast with float32 weights and loss).
 
     Raises:
-        ValueError: no teacher, or a ``teacher_dtype`` other than float32 or bfloat16.
+        ValueError: no teacher, or a ``teacher_dtype`` or ``learner_dtype`` other than
+            float32 or bfloat16.
     """
 
     def __init__(
@@ -125,12 +132,15 @@ class PoolDistiller:
         rng: torch.Generator,
         device: torch.device,
         teacher_dtype: torch.dtype = torch.float32,
+        learner_dtype: torch.dtype = torch.float32,
     ) -> None:
         if not teachers:
             raise ValueError("pool distillation needs at least one teacher")
-        if teacher_dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"teacher_dtype must be float32 or bfloat16, got {teacher_dtype}")
+        for name, dtype in (("teacher_dtype", teacher_dtype), ("learner_dtype", learner_dtype)):
+            if dtype not in (torch.float32, torch.bfloat16):
+                raise ValueError(f"{name} must be float32 or bfloat16, got {dtype}")
         self.teacher_dtype = teacher_dtype
+        self.learner_dtype = learner_dtype
         self.device_type = device.type
         # The stage's batches are channels-last (see loss); a learner whose weights are not
         # ran its grey-image stage steps about 1.4x slower on one thread (values equal up to
@@ -164,17 +174,20 @@ class PoolDistiller:
         x = augment(images, padding=self.shift, flip=False, generator=rng)
         spec = self.learner.spec
         self.learner.train()
-        features = self.learner.forward_features(
-            to_model_input(x, spec.image_size, spec.in_channels).contiguous(
-                memory_format=torch.channels_last
-            )
-        )  # (B, F)
+        low = self.learner_dtype == torch.bfloat16
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=low):
+            features = self.learner.forward_features(
+                to_model_input(x, spec.image_size, spec.in_channels).contiguous(
+                    memory_format=torch.channels_last
+                )
+            )  # (B, F)
+            projected = [project(features) for project in self.projectors]  # (B, F_t) each
         terms = []
-        for teacher, extractor, project in zip(
-            self.teachers, self.extractors, self.projectors, strict=True
+        for teacher, extractor, student in zip(
+            self.teachers, self.extractors, projected, strict=True
         ):
-            target = self._target(extractor, teacher, x)  # (B, F_t)
-            terms.append(1 - F.cosine_similarity(project(features), target, dim=1).mean())
+            target = self._target(extractor, teacher, x)  # (B, F_t), float32
+            terms.append(1 - F.cosine_similarity(student.float(), target, dim=1).mean())
         return torch.stack(terms).mean()
 
     def _target(self, extractor: Classifier, teacher: Teacher, x: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ centroid), in these settings: glyph meta-test 5-way and 20-way, 1-shot and 5-sho
 Fashion-MNIST 5-way (cross-domain: every model saw glyphs only). The methods:
 
 - ``free``: the shipped default preset (``xkd-cpu``) at :data:`XKD_ITERATIONS` meta-training
-  iterations, one model per training seed;
+  iterations with a float32 stage learner (the preset when the units were measured), one
+  model per training seed;
 - the levers (:data:`POOL_KD_LEVERS`), the default with some pool distillation fields
   changed, each chosen or dropped on meta-val: ``free_kd1000`` (1,000 steps, the default
   until 2026-12-06), ``free_kd3000`` and ``free_kd4000`` (longer stages, each continued
@@ -151,7 +152,9 @@ XKD_ITERATIONS = 20
 
 The preset's count when these units were measured. The preset itself runs 10 since
 2026-12-07 (chosen on the 20-owner main job's meta-val, where its bank is full sooner);
-a 100-teacher pool draws each teacher about 4 times in 20 iterations of 20 teachers."""
+a 100-teacher pool draws each teacher about 4 times in 20 iterations of 20 teachers.
+Their pool distillation stage trains its learner in float32, as when they were measured,
+whatever the preset's ``pool_kd.learner_precision``."""
 VARIANTS = {
     "free": "free",
     **dict.fromkeys(POOL_KD_LEVERS, "free"),
@@ -258,7 +261,8 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     """
     config = FreeConfig.preset(TRAINED[method])
     if TRAINED[method] == "xkd-cpu":
-        config = replace(config, iterations=XKD_ITERATIONS)
+        stage = replace(config.pool_kd, learner_precision="float32")
+        config = replace(config, iterations=XKD_ITERATIONS, pool_kd=stage)
     screening = replace(config.screening, max_logit=BENCH_MAX_LOGIT)
     config = replace(config, seed=seed, screening=screening)
     if method in POOL_KD_LEVERS:

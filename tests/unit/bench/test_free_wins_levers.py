@@ -32,12 +32,13 @@ def test_each_lever_changes_only_its_pool_kd_fields_and_its_key() -> None:
             assert method_key(preset, method, 0, pool) != method_key(preset, "free", 0, pool)
 
 
-def test_the_100_teacher_pools_keep_the_iterations_their_units_were_measured_at() -> None:
+def test_the_100_teacher_pools_keep_the_settings_their_units_were_measured_at() -> None:
     preset = PRESETS["full"]
     for method, name in TRAINED.items():
         config = free_config(preset, method, 0)
         if name == "xkd-cpu":  # the preset runs fewer on the main job's 20-owner pools
             assert config.iterations == XKD_ITERATIONS != FreeConfig.preset(name).iterations
+            assert config.pool_kd.learner_precision == "float32"
         else:
             assert config.iterations == FreeConfig.preset(name).iterations
 

@@ -150,13 +150,19 @@ def test_the_pool_distillation_stage_is_named_with_the_shipped_step(tmp_path: Pa
     results = tmp_path / "results"
     assert record_main_job.main([str(run), "--out", str(results)]) == 0
     text = (results / "main_job.md").read_text()
-    assert "60 iterations then 1000 pool distillation steps (teachers in float32)" in text
+    words = "60 iterations then 1000 pool distillation steps (teachers in float32, learner in"
+    assert f"{words} float32)" in text
     assert "| 40, distillation step 800 |" in text
     summary["pool_kd"] = {"teacher_dtype": "bfloat16"}  # runs since the stage records it
     summary_path.write_text(json.dumps(summary))
     assert record_main_job.main([str(run), "--out", str(results)]) == 0
     text = (results / "main_job.md").read_text()
-    assert "1000 pool distillation steps (teachers in bfloat16)" in text
+    assert "1000 pool distillation steps (teachers in bfloat16, learner in float32)" in text
+    summary["pool_kd"]["learner_dtype"] = "bfloat16"  # and since 2026-12-07 the learner's
+    summary_path.write_text(json.dumps(summary))
+    assert record_main_job.main([str(run), "--out", str(results)]) == 0
+    text = (results / "main_job.md").read_text()
+    assert "(teachers in bfloat16, learner in bfloat16)" in text
 
 
 def test_a_run_without_the_summary_key_takes_the_step_from_its_checkpoint(tmp_path: Path):

@@ -15,7 +15,7 @@ from free_common.data.base import ClassImages
 from free_common.evaluation import EvalResult
 from free_common.free.best_teacher import at_input, rank_by_nearest_centroid, rank_per_domain
 from free_common.free.meta_learner import build_meta_learner
-from free_common.free.pool_distillation import PoolDistiller, feature_teacher, teacher_dtype
+from free_common.free.pool_distillation import PoolDistiller, feature_teacher, precision_dtype
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.models import build_model
 from server.checkpoint import load_checkpoint
@@ -35,7 +35,10 @@ def _learner() -> nn.Module:
 
 
 def _distiller(
-    teachers: list[Teacher], seed: int = 0, dtype: torch.dtype = torch.float32
+    teachers: list[Teacher],
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    learner_dtype: torch.dtype = torch.float32,
 ) -> PoolDistiller:
     return PoolDistiller(
         _learner(),  # type: ignore[arg-type]
@@ -45,6 +48,7 @@ def _distiller(
         rng=torch.Generator().manual_seed(seed),
         device=torch.device("cpu"),
         teacher_dtype=dtype,
+        learner_dtype=learner_dtype,
     )
 
 
@@ -195,22 +199,67 @@ def test_bfloat16_teachers_give_float32_targets_near_the_float32_ones(
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in low.learner.parameters())
 
 
+def test_a_bfloat16_learner_keeps_float32_weights_and_learns_the_features(
+    teachers: list[Teacher],
+) -> None:
+    # Prepare: the same learner, projectors and batch; the learner's passes in float32 and
+    # under bfloat16 autocast
+    images = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    exact = _distiller(teachers[:2])
+    low = _distiller(teachers[:2], learner_dtype=torch.bfloat16)
+
+    # Act
+    exact_first = exact.step(images, torch.Generator().manual_seed(2))
+    low_first = low.step(images, torch.Generator().manual_seed(2))
+    for _ in range(40):
+        low_last = low.step(images, torch.Generator().manual_seed(2))
+
+    # Assert: the same loss up to bfloat16 rounding, float32 weights, gradients and Adam
+    # state, and the features learnt as in float32
+    assert abs(exact_first - low_first) < 2e-2
+    params = [*low.learner.parameters(), *low.projectors.parameters()]
+    assert all(p.dtype == torch.float32 for p in params)
+    grads = [p.grad for p in params if p.grad is not None]  # the head is not in the stage
+    assert len(grads) >= len(params) - 2 and all(g.dtype == torch.float32 for g in grads)
+    moments = [v for state in low.optimizer.state.values() for v in state.values()]
+    assert all(m.dtype == torch.float32 for m in moments if m.is_floating_point())
+    assert 0 <= low_last < 0.5 * low_first
+    with pytest.raises(ValueError, match="learner_dtype must be float32 or bfloat16"):
+        _distiller(teachers[:1], learner_dtype=torch.float16)
+
+
+def test_learner_precision_is_part_of_the_key_unless_float32() -> None:
+    shipped = FreeConfig.preset("xkd-cpu")
+    low = replace(shipped, pool_kd=replace(shipped.pool_kd, learner_precision="auto"))
+    assert low.to_dict()["pool_kd"]["learner_precision"] == "auto"
+    assert FreeConfig.from_dict(low.to_dict()) == low
+    exact = replace(shipped, pool_kd=replace(shipped.pool_kd, learner_precision="float32"))
+    assert "learner_precision" not in exact.to_dict()["pool_kd"]  # keys from before it hold
+    assert FreeConfig.from_dict(exact.to_dict()) == exact
+    run = FreeConfig.from_run_config(
+        {"free.preset": "xkd-cpu", "free.pool-kd.learner-precision": "auto"}
+    )
+    assert run == low
+    with pytest.raises(ConfigError, match="learner_precision must be one of"):
+        FreeConfig.from_run_config({"free.pool-kd.learner-precision": "fp16"})
+
+
 def test_teacher_precision_resolves_to_a_format_the_device_computes_natively(
     monkeypatch: pytest.MonkeyPatch, teachers: list[Teacher]
 ) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert teacher_dtype("float32", cpu) == torch.float32
-    assert teacher_dtype("bfloat16", cpu) == torch.bfloat16
+    assert precision_dtype("float32", cpu) == torch.float32
+    assert precision_dtype("bfloat16", cpu) == torch.bfloat16
     monkeypatch.setattr(pool_distillation, "_cpu_has_native_bf16", lambda: True)
-    assert teacher_dtype("auto", cpu) == torch.bfloat16
+    assert precision_dtype("auto", cpu) == torch.bfloat16
     monkeypatch.setattr(pool_distillation, "_cpu_has_native_bf16", lambda: False)
-    assert teacher_dtype("auto", cpu) == torch.float32  # emulated bfloat16 can be slower
+    assert precision_dtype("auto", cpu) == torch.float32  # emulated bfloat16 can be slower
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert teacher_dtype("auto", cuda) == torch.bfloat16
+    assert precision_dtype("auto", cuda) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert teacher_dtype("auto", cuda) == torch.float32
-    with pytest.raises(ValueError, match="unknown teacher precision 'half'"):
-        teacher_dtype("half", cpu)
+    assert precision_dtype("auto", cuda) == torch.float32
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        precision_dtype("half", cpu)
     with pytest.raises(ValueError, match="teacher_dtype must be float32 or bfloat16"):
         _distiller(teachers[:1], dtype=torch.float16)
 
@@ -232,13 +281,16 @@ def test_teacher_precision_comes_from_the_run_config_and_never_rekeys() -> None:
         FreeConfig.from_run_config({"free.pool-kd.teacher-precision": "fp8"})
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_the_stage_records_the_teachers_number_format(
-    precision: str, teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
+@pytest.mark.parametrize(("teacher", "learner"), [("float32", "bfloat16"), ("bfloat16", "float32")])
+def test_the_stage_records_its_number_formats(
+    teacher: str, learner: str, teachers: list[Teacher], val_split: ClassImages, tmp_path: Path
 ) -> None:
-    config = replace(STAGE, pool_kd=replace(STAGE.pool_kd, teacher_precision=precision))
-    result = cpu_trainer(teachers, val_split, tmp_path, config).train(progress=False)
-    assert result.pool_kd["teacher_dtype"] == precision
+    stage = replace(STAGE.pool_kd, teacher_precision=teacher, learner_precision=learner)
+    result = cpu_trainer(teachers, val_split, tmp_path, replace(STAGE, pool_kd=stage)).train(
+        progress=False
+    )
+    assert result.pool_kd["teacher_dtype"] == teacher
+    assert result.pool_kd["learner_dtype"] == learner
     assert result.pool_kd["steps_done"] == 4 and np.isfinite(result.best_val)
 
 
