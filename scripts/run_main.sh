@@ -26,6 +26,11 @@ if [[ "${1:-}" != "__inner__" ]]; then
   export FLWR_HOME="$FREEFED_RUN_DIR/flwr-home"
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PYTHONDONTWRITEBYTECODE=1
+  # glibc malloc: keep freed memory instead of returning it to the kernel after every large
+  # tensor (mallopt(3) thresholds, 256 MiB); the CPU kernels otherwise spend their time on
+  # fresh zeroed pages (python -m scripts.bench.allocator; a user's own setting wins).
+  export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-268435456}"
+  export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-268435456}"
   echo "[run_main] run directory: $FREEFED_RUN_DIR"
   # Ray binds every interface: run everything in a private network namespace with only loopback.
   if [[ "${FREEFED_NO_NETNS:-0}" != 1 ]] && unshare -n true 2>/dev/null; then
