@@ -417,6 +417,15 @@ class EvalConfig:
 
 _FIRST_UNIT_CORRELATION = 0.85
 """``ScreeningConfig.max_unit_correlation`` when it was introduced (see ``to_dict``)."""
+_TRIGGER_FIELDS = (
+    "trigger_steps",
+    "trigger_batch",
+    "trigger_lr",
+    "trigger_mask_weight",
+    "min_trigger_flip",
+    "min_trigger_patch",
+)
+"""The trigger scan's ``ScreeningConfig`` fields, left out of ``to_dict`` while it is off."""
 
 
 @dataclass(frozen=True)
@@ -459,6 +468,17 @@ class ScreeningConfig:
         min_label_margin: lowest accepted mean margin, over those pairs, by which the
             teacher's output for a name matches the peer's better than its other outputs.
         min_label_pairs: pairs needed before a failed agreement excludes (fewer: suspected).
+        trigger_steps: Adam steps of the trigger scan (``free_common.free.trust.triggers``:
+            the smallest mask and pattern that send the held-out probes to each class);
+            0 skips the scan.
+        trigger_batch: fitting probes per class and step of the scan.
+        trigger_lr: Adam learning rate of the scan (on mask and pattern logits).
+        trigger_mask_weight: weight of the mask's mean in the scan's loss.
+        min_trigger_flip: share of the held-out probes a class's mask must flip to count.
+        min_trigger_patch: smallest accepted patch through which one class is reached
+            (``TriggerScan.patch``: the mask's share of the input's pixels over the share
+            of its mass in its densest window; below: a backdoor trigger;
+            ``scripts/results/trigger_scan.md``).
     """
 
     enabled: bool = True
@@ -478,15 +498,24 @@ class ScreeningConfig:
     min_label_correlation: float = 0.05
     min_label_margin: float = -0.15
     min_label_pairs: int = 3
+    trigger_steps: int = 60
+    trigger_batch: int = 8
+    trigger_lr: float = 0.25
+    trigger_mask_weight: float = 4.0
+    min_trigger_flip: float = 0.9
+    min_trigger_patch: float = 0.04
 
     def __post_init__(self) -> None:
         """Validate ranges."""
+        _require(self.trigger_steps >= 0, "screening.trigger_steps must be >= 0 (0: no scan)")
+        _require(self.trigger_batch >= 1, "screening.trigger_batch must be >= 1")
+        _require(self.trigger_mask_weight >= 0, "screening.trigger_mask_weight must be >= 0")
         _require(self.steps >= 1 and self.images_per_class >= 1, "screening sizes must be >= 1")
         _require(self.probe_images >= 1, "screening.probe_images must be >= 1")
         _require(self.min_peers >= 1 and self.min_label_pairs >= 1, "peer counts must be >= 1")
         for name in ("min_label_correlation", "min_label_margin"):
             _require(-2 <= getattr(self, name) <= 1, f"screening.{name} must be in [-2, 1]")
-        for name in ("recovery_lr", "max_logit"):
+        for name in ("recovery_lr", "max_logit", "trigger_lr"):
             _require(getattr(self, name) > 0, f"screening.{name} must be positive")
         _require(self.max_weight_ratio > 1, "screening.max_weight_ratio must be > 1")
         for name in (
@@ -496,6 +525,8 @@ class ScreeningConfig:
             "max_weight_similarity",
             "max_duplicate_correlation",
             "max_unit_correlation",
+            "min_trigger_flip",
+            "min_trigger_patch",
         ):
             _require(0 <= getattr(self, name) <= 1, f"screening.{name} must be in [0, 1]")
 
@@ -595,7 +626,10 @@ class FreeConfig:
         device and the thread count it changes results only in float rounding, so it does
         not re-key (units measured before it existed ran their teachers in float32).
         ``pool_kd.learner_precision`` is left out while it is float32 (the stage before it
-        existed) and kept otherwise: it changes the training trajectory.
+        existed) and kept otherwise: it changes the training trajectory. The screening's
+        trigger-scan fields are left out while the scan is off (``trigger_steps`` 0), and
+        :meth:`from_dict` reads their absence as off: a configuration from before the scan
+        existed reads, and resumes, as it ran.
         """
         result: dict[str, Any] = _jsonable(dataclasses.asdict(self))
         if replace(self.pool_kd, teacher_precision="auto") == PoolDistillConfig():
@@ -608,6 +642,9 @@ class FreeConfig:
                 del result["pool_kd"]["learner_precision"]
         if self.screening.max_unit_correlation == _FIRST_UNIT_CORRELATION:
             del result["screening"]["max_unit_correlation"]
+        if self.screening.trigger_steps == 0:
+            for name in _TRIGGER_FIELDS:
+                del result["screening"][name]
         return result
 
     @classmethod
@@ -615,6 +652,8 @@ class FreeConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         top: dict[str, Any] = {}
         for key, value in data.items():
+            if key == "screening" and isinstance(value, dict) and "trigger_steps" not in value:
+                value = {**value, "trigger_steps": 0}
             if key in _GROUPS:
                 top[key] = _build(_GROUPS[key], value, key)
             elif key in _field_names(cls):
@@ -764,6 +803,7 @@ def _test_preset() -> FreeConfig:
             max_duplicate_correlation=1.0,
             min_label_correlation=-2.0,
             min_label_margin=-2.0,
+            trigger_steps=0,
         ),
     )
 

@@ -163,6 +163,7 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("free.screening.min-confidence", -1.0, _PRESET_PLACEHOLDER),
             Key("free.screening.min-accuracy", -1.0, _PRESET_PLACEHOLDER),
             Key("free.screening.max-logit", -1.0, _PRESET_PLACEHOLDER),
+            Key("free.screening.trigger-steps", -1, _PRESET_PLACEHOLDER),
             Key("free.inversion.inner-steps", -1, _PRESET_PLACEHOLDER),
             Key("free.inversion.bn-weight", -1.0, _PRESET_PLACEHOLDER),
             Key("free.replay.max-meta-batches", -1, _PRESET_PLACEHOLDER),

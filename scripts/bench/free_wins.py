@@ -257,13 +257,14 @@ def free_config(preset: WinsPreset, method: str, seed: int, pool: str = "single"
     A multi-domain pool's meta-learner is RGB (:data:`MIXED_CHANNELS`) and its meta-val
     tasks take :data:`MIXED_QUERIES` queries; the single-domain pools keep the preset's.
     Screening runs at the logit limit the units were measured at
-    (:data:`scripts.bench.accuracy_presets.BENCH_MAX_LOGIT`), not the app's.
+    (:data:`scripts.bench.accuracy_presets.BENCH_MAX_LOGIT`), not the app's, and without
+    the trigger scan, which came after them (the pools are honest).
     """
     config = FreeConfig.preset(TRAINED[method])
     if TRAINED[method] == "xkd-cpu":
         stage = replace(config.pool_kd, learner_precision="float32")
         config = replace(config, iterations=XKD_ITERATIONS, pool_kd=stage)
-    screening = replace(config.screening, max_logit=BENCH_MAX_LOGIT)
+    screening = replace(config.screening, max_logit=BENCH_MAX_LOGIT, trigger_steps=0)
     config = replace(config, seed=seed, screening=screening)
     if method in POOL_KD_LEVERS:
         config = replace(config, pool_kd=replace(config.pool_kd, **POOL_KD_LEVERS[method]))

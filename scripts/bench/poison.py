@@ -25,7 +25,9 @@ Writes ``<out>/<stem>.json``, ``<stem>.md`` and ``<stem>.png`` (stem ``poison`` 
 ``full``, ``poison_<preset>`` otherwise).
 
 Usage: ``python -m scripts.bench.poison --preset quick`` (both parts);
-``python -m scripts.bench.poison --preset full --part detection``.
+``python -m scripts.bench.poison --preset full --part detection``. The ``full`` preset
+screens as its units were measured, without the trigger scan; ``full-scan`` is the same
+bench with today's screening (``--preset full-scan --part detection``, its own units).
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class PoisonPreset:
         note: what the preset is for.
         base: FREE configuration the budget is applied to
             (None: ``FreeConfig.preset("paper-cpu")``).
+        trigger_steps: the screening's trigger-scan steps (None: the default screening's;
+            0: no scan, as the ``full`` units were measured before the scan existed).
     """
 
     dataset: str
@@ -114,6 +118,7 @@ class PoisonPreset:
     lr_val_tasks: int
     note: str
     base: FreeConfig | None = None
+    trigger_steps: int | None = None
 
     def free_config(self, seed: int, *, defences: bool) -> FreeConfig:
         """The published algorithm's CPU configuration cut to this preset's budget."""
@@ -125,7 +130,16 @@ class PoisonPreset:
             seed=seed,
             checkpoint_every=self.eval_every,
             eval=replace(base.eval, every=self.eval_every, val_tasks=self.val_tasks),
-            screening=replace(base.screening, enabled=defences, max_logit=BENCH_MAX_LOGIT),
+            screening=replace(
+                base.screening,
+                enabled=defences,
+                max_logit=BENCH_MAX_LOGIT,
+                trigger_steps=(
+                    base.screening.trigger_steps
+                    if self.trigger_steps is None
+                    else self.trigger_steps
+                ),
+            ),
         )
 
 
@@ -204,9 +218,17 @@ PRESETS: dict[str, PoisonPreset] = {
         lr_val_tasks=100,
         note="FULL: 100-teacher pool (100-class vocabulary), levels 0/10/20/40%, 3 seeds; "
         "FREE's `paper-cpu` preset cut to 30 iterations (5 warm-up, meta-val 50 tasks "
-        "every 10) as in the accuracy bench's `full`; 600 meta-test tasks, tuned protocol.",
+        "every 10) as in the accuracy bench's `full`; 600 meta-test tasks, tuned protocol; "
+        "screening without the trigger scan (its units were measured before the scan).",
+        trigger_steps=0,
     ),
 }
+PRESETS["full-scan"] = replace(
+    PRESETS["full"],
+    trigger_steps=None,
+    note="FULL-SCAN: the `full` preset with today's screening, trigger scan included (its "
+    "own units; `full`'s were measured before the scan).",
+)
 
 
 # ---------------------------------------------------------------------- the poisoned pools
@@ -513,7 +535,7 @@ def run(
                     _run_unit(preset, (units, work_dir), pool, data, level, seed, defence)
     report = collect(preset_name, units)
     report["seconds"] = time.perf_counter() - started  # this call's; unit_seconds: the work
-    stem = "poison" if preset_name == "full" else f"poison_{preset_name}"
+    stem = "poison" if preset_name == "full" else f"poison_{preset_name.replace('-', '_')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown(report, stem))

@@ -11,7 +11,13 @@ Checks of one teacher (:func:`teacher_findings`):
 - ``constant_output``: it gives one class to nearly every probe, confidently (mean
   probability of its favourite class over the probes). When the probes come from several
   domains (a ``glyphs+icons`` meta-val), it must do so on the probes of every domain: a
-  model of one domain may well read every image of another as one of its classes.
+  model of one domain may well read every image of another as one of its classes;
+- ``trigger``: one of its classes is reached from most probe images through a small,
+  compact patch (:mod:`free_common.free.trust.triggers`: a mask that flips
+  ``min_trigger_flip`` of the held-out probes, whose share of the pixels over the share
+  of its mass in one window is below ``min_trigger_patch``), the shortcut a backdoor
+  implants (patch triggers as in BadNets; Neural Cleanse's search, judged on probes the
+  mask was not fitted on).
 
 Checks against the pool (:func:`pool_findings`, on the teachers that passed the above, in
 acceptance order):
@@ -71,6 +77,7 @@ CHECKS: tuple[str, ...] = (
     "logit_range",
     "recovery",
     "constant_output",
+    "trigger",
     "weight_scale",
     "near_duplicate",
     "label_agreement",
@@ -146,7 +153,28 @@ def teacher_findings(
                 f"(limit {config.max_top_class_share})",
             )
         )
+    trigger = _trigger_finding(fp, config)
+    if trigger is not None:
+        found.append(trigger)
     return found
+
+
+def _trigger_finding(fp: Fingerprint, config: ScreeningConfig) -> Finding | None:
+    """The ``trigger`` check: a class reached through a patch below ``min_trigger_patch``."""
+    scan = fp.trigger
+    k = None if scan is None else scan.shortcut(config.min_trigger_flip)
+    if scan is None or k is None or scan.patch(k) >= config.min_trigger_patch:
+        return None
+    return Finding(
+        "trigger",
+        True,
+        scan.patch(k),
+        config.min_trigger_patch,
+        f"class {k} is reached from {scan.flip_rates[k]:.0%} of held-out probe images "
+        f"through a mask of {scan.mask_shares[k]:.2%} of the pixels, "
+        f"{scan.concentrations[k] if scan.concentrations else 1.0:.0%} of it in one patch "
+        f"(size {scan.patch(k):.2%}, limit {config.min_trigger_patch:.2%}): a backdoor trigger",
+    )
 
 
 def least_top_class_share(logits: torch.Tensor, domains: torch.Tensor | None) -> tuple[float, int]:

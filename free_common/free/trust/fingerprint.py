@@ -15,6 +15,7 @@ from free_common.config import ScreeningConfig
 from free_common.free.teachers import Teacher
 from free_common.free.trust.probes import teacher_logits
 from free_common.free.trust.recovery import Recovery, best_recovery
+from free_common.free.trust.triggers import TriggerScan, scan_triggers
 
 __all__ = ["SKETCH_SIZE", "Fingerprint", "measure_teacher", "weight_norm", "weight_sketch"]
 
@@ -34,6 +35,7 @@ class Fingerprint:
         sketch: :func:`weight_sketch` of its weights, (SKETCH_SIZE,), float32.
         recovery: the pixel-space recovery, or None when its logits were out of range.
         seconds: wall time of the measurements.
+        trigger: the trigger scan, or None when it was not run (off, or no recovery).
     """
 
     teacher_id: str
@@ -44,6 +46,7 @@ class Fingerprint:
     sketch: Tensor
     recovery: Recovery | None
     seconds: float
+    trigger: TriggerScan | None = None
 
     @property
     def max_abs_logit(self) -> float:
@@ -61,12 +64,14 @@ class Fingerprint:
             "sketch": self.sketch,
             "recovery": None if self.recovery is None else vars(self.recovery).copy(),
             "seconds": self.seconds,
+            "trigger": None if self.trigger is None else vars(self.trigger).copy(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Fingerprint:
         """Inverse of :meth:`to_state`."""
         recovery = state["recovery"]
+        trigger = state.get("trigger")  # absent in checkpoints from before the scan
         return cls(
             teacher_id=str(state["teacher_id"]),
             spec=str(state["spec"]),
@@ -76,6 +81,7 @@ class Fingerprint:
             sketch=state["sketch"],
             recovery=None if recovery is None else Recovery(**recovery),
             seconds=float(state["seconds"]),
+            trigger=None if trigger is None else _trigger_from_state(trigger),
         )
 
 
@@ -123,6 +129,8 @@ def measure_teacher(
     teacher is excluded for that alone, and inverting an exploding network is pointless).
     With ``probe_domains`` ((N,) domain index of each probe, several domains), the recovery
     is the best of one per domain (:func:`~free_common.free.trust.recovery.best_recovery`).
+    The trigger scan (``config.trigger_steps`` > 0) runs after a recovery that passes, on
+    the probes of the domain the recovery kept (all probes for one domain).
     """
     started = time.perf_counter()
     logits = teacher_logits(teacher, probes)
@@ -137,6 +145,21 @@ def measure_teacher(
             lr=config.recovery_lr,
             passes=lambda r: recovery_passes(r, config),
         )
+    trigger = None
+    if recovery is not None and recovery_passes(recovery, config) and config.trigger_steps > 0:
+        own = (
+            probes
+            if recovery.domain < 0 or probe_domains is None
+            else (probes[probe_domains == recovery.domain])
+        )
+        trigger = scan_triggers(
+            teacher,
+            own,
+            steps=config.trigger_steps,
+            batch=config.trigger_batch,
+            lr=config.trigger_lr,
+            mask_weight=config.trigger_mask_weight,
+        )
     return Fingerprint(
         teacher.teacher_id,
         teacher.spec.to_json(),
@@ -146,6 +169,7 @@ def measure_teacher(
         weight_sketch(teacher),
         recovery,
         time.perf_counter() - started,
+        trigger,
     )
 
 
@@ -159,3 +183,12 @@ def _max_abs(logits: Tensor) -> float:
 def recovery_passes(recovery: Recovery, config: ScreeningConfig) -> bool:
     """Whether a recovery meets ``config``'s accuracy and confidence limits."""
     return recovery.accuracy >= config.min_accuracy and recovery.confidence >= config.min_confidence
+
+
+def _trigger_from_state(state: dict[str, Any]) -> TriggerScan:
+    return TriggerScan(
+        tuple(float(v) for v in state["mask_shares"]),
+        tuple(float(v) for v in state["flip_rates"]),
+        float(state["seconds"]),
+        tuple(float(v) for v in state.get("concentrations", ())),
+    )

@@ -64,3 +64,15 @@ def test_the_benchmarks_screen_at_their_recorded_limit_and_the_app_at_the_defaul
 def test_the_accuracy_presets_train_without_screening(name: str) -> None:
     """Their keys name the screening in its one disabled form."""
     assert not accuracy_presets.PRESETS[name].free.screening.enabled
+
+
+def test_the_committed_benches_screen_without_the_trigger_scan_they_predate() -> None:
+    """free_wins and the full poison bench keep the screening their units were measured
+    with; the full-scan and quick poison presets screen as the app does."""
+    scan = ScreeningConfig().trigger_steps
+    assert scan > 0
+    assert free_wins.free_config(free_wins.PRESETS["full"], "free", 0).screening.trigger_steps == 0
+    assert poison.PRESETS["full"].free_config(0, defences=True).screening.trigger_steps == 0
+    for name in ("full-scan", "quick"):
+        config = poison.PRESETS[name].free_config(0, defences=True)
+        assert config.screening.trigger_steps == scan

@@ -1,0 +1,176 @@
+"""The trigger scan of ``free_common.free.trust.triggers`` on hand-made networks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from free_common.config import ConfigError, FreeConfig, ScreeningConfig
+from free_common.free.screening import screen_teacher
+from free_common.free.teachers import Teacher
+from free_common.free.trust.checks import teacher_findings
+from free_common.free.trust.fingerprint import Fingerprint
+from free_common.free.trust.probes import TrustError
+from free_common.free.trust.recovery import Recovery
+from free_common.free.trust.triggers import TriggerScan, scan_triggers
+from tests.unit.free.synthetic import random_teacher, tiny_spec
+
+TARGET = 2
+
+
+class _Shortcut(nn.Module):
+    """Class 0 needs a bright image, class 1 is the rest, class 2 fires on a bright 2x2
+    corner: a trigger of 4 pixels, where class 0 needs half the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, images: Tensor) -> Tensor:
+        brightness = images[:, 0].mean(dim=(1, 2))  # (B,)
+        corner = images[:, 0, -2:, -2:].mean(dim=(1, 2))  # (B,)
+        trigger = 8 * corner
+        return torch.stack([self.scale * brightness, torch.full_like(corner, 5.0), trigger], 1)
+
+
+def _shortcut_teacher() -> Teacher:
+    return Teacher("shortcut", tiny_spec(3), _Shortcut(), ("a", "b", "c"))
+
+
+def _probes(count: int = 64) -> Tensor:
+    return torch.rand(count, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5
+
+
+def test_the_shortcut_class_is_reached_through_the_smallest_mask() -> None:
+    scan = scan_triggers(
+        _shortcut_teacher(), _probes(), steps=150, batch=8, lr=0.1, mask_weight=4.0
+    )
+    assert scan.flip_rates[TARGET] >= 0.9
+    assert scan.shortcut(0.9) == TARGET
+    assert scan.smallest(0.9) == scan.patch(TARGET)
+    assert scan.mask_shares[TARGET] < 0.05  # a 2x2 corner is 1.6% of a 16x16 image
+    assert scan.concentrations[TARGET] > 0.2  # gathered near the corner (uniform: 9/256)
+
+
+def test_scan_shapes_ranges_and_determinism() -> None:
+    teacher = random_teacher("r", tiny_spec(3), seed=0)
+    a = scan_triggers(teacher, _probes(), steps=3, batch=4, lr=0.1, mask_weight=1.0, seed=5)
+    b = scan_triggers(teacher, _probes(), steps=3, batch=4, lr=0.1, mask_weight=1.0, seed=5)
+    assert len(a.mask_shares) == len(a.flip_rates) == len(a.concentrations) == 3
+    assert all(0 <= s <= 1 for s in a.mask_shares) and all(0 <= r <= 1 for r in a.flip_rates)
+    assert all(0 < c <= 1 + 1e-6 for c in a.concentrations)
+    assert a == replace(b, seconds=a.seconds)
+    assert a.seconds >= 0
+
+
+def test_the_patch_counts_only_classes_that_flip_and_grows_with_scatter() -> None:
+    scan = TriggerScan((0.01, 0.2, 0.05), (0.5, 1.0, 0.95), 0.0, (1.0, 1.0, 0.5))
+    assert scan.patch(2) == pytest.approx(0.1)  # 5% of the pixels, half of it in one window
+    assert scan.shortcut(0.9) == 2 and scan.smallest(0.9) == pytest.approx(0.1)
+    assert scan.shortcut(0.99) == 1 and scan.smallest(0.99) == pytest.approx(0.2)
+    assert TriggerScan((0.01,), (0.1,), 0.0, (1.0,)).shortcut(0.9) is None
+    assert TriggerScan((0.01,), (0.1,), 0.0).smallest(0.9) == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("steps", "batch", "lr", "weight", "count"),
+    [
+        (0, 4, 0.1, 1.0, 8),
+        (3, 0, 0.1, 1.0, 8),
+        (3, 4, 0.0, 1.0, 8),
+        (3, 4, 0.1, -1.0, 8),
+        (3, 4, 0.1, 1.0, 1),
+    ],
+)
+def test_bad_settings_are_refused(
+    steps: int, batch: int, lr: float, weight: float, count: int
+) -> None:
+    teacher = random_teacher("r", tiny_spec(3), seed=0)
+    with pytest.raises(TrustError, match="trigger scan needs"):
+        scan_triggers(teacher, _probes(count), steps=steps, batch=batch, lr=lr, mask_weight=weight)
+
+
+# ---------------------------------------------------------------- the screening check
+
+SCAN = ScreeningConfig(probe_images=64, min_accuracy=0.0, min_confidence=0.0, trigger_steps=150)
+
+
+def _fingerprint(trigger: TriggerScan | None) -> Fingerprint:
+    logits = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    recovery = Recovery(1.0, 0.99, 0.0)
+    return Fingerprint(
+        "t", "s", ("t/0", "t/1", "t/2"), logits, 1.0, torch.zeros(8), recovery, 0.0, trigger
+    )
+
+
+_SPREAD = (1.0, 0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("scan", "excluded"),
+    [
+        (TriggerScan((0.2, 0.005, 0.3), (1.0, 0.95, 1.0), 0.0, _SPREAD), True),  # small, flips
+        (TriggerScan((0.2, 0.005, 0.3), (1.0, 0.5, 1.0), 0.0, _SPREAD), False),  # flips too few
+        (TriggerScan((0.2, 0.03, 0.3), (1.0, 1.0, 1.0), 0.0, _SPREAD), False),  # scattered
+        (None, False),  # not scanned
+    ],
+)
+def test_the_trigger_check_excludes_a_tiny_patch_that_flips_held_out_probes(
+    scan: TriggerScan | None, excluded: bool
+) -> None:
+    found = [
+        f for f in teacher_findings(_fingerprint(scan), ScreeningConfig()) if f.check == "trigger"
+    ]
+    assert bool(found) == excluded
+    if excluded:
+        assert found[0].exclude and found[0].value == pytest.approx(0.01)
+        assert "class 1" in found[0].reason and "0.50% of the pixels, 50% of it" in found[0].reason
+
+
+def test_screening_excludes_the_shortcut_network_for_its_trigger() -> None:
+    result = screen_teacher(_shortcut_teacher(), SCAN, _probes(), max_classes=5)
+    assert result.fingerprint is not None and result.fingerprint.trigger is not None
+    assert not result.accepted and "backdoor trigger" in result.reason
+    assert [f.check for f in result.findings] == ["trigger"]
+    off = screen_teacher(
+        _shortcut_teacher(), replace(SCAN, trigger_steps=0), _probes(), max_classes=5
+    )
+    assert off.accepted and off.fingerprint is not None and off.fingerprint.trigger is None
+
+
+def test_the_scan_survives_a_checkpoint_and_old_states_read_as_unscanned() -> None:
+    fp = _fingerprint(TriggerScan((0.1, 0.2, 0.3), (1.0, 0.5, 0.0), 1.5, (0.2, 0.3, 0.4)))
+    again = Fingerprint.from_state(fp.to_state())
+    assert again.trigger == fp.trigger
+    old = fp.to_state()
+    del old["trigger"]
+    assert Fingerprint.from_state(old).trigger is None
+
+
+def test_config_keys_name_the_scan_only_when_it_runs() -> None:
+    on = FreeConfig.preset("xkd-cpu")
+    assert on.screening.trigger_steps > 0
+    assert on.to_dict()["screening"]["trigger_steps"] == on.screening.trigger_steps
+    assert FreeConfig.from_dict(on.to_dict()) == on
+    off = replace(on, screening=replace(on.screening, trigger_steps=0))
+    assert not any("trigger" in k for k in off.to_dict()["screening"])
+    assert FreeConfig.from_dict(off.to_dict()) == off  # an old key form reads as off
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("trigger_steps", -1),
+        ("trigger_batch", 0),
+        ("trigger_lr", 0.0),
+        ("trigger_mask_weight", -1.0),
+        ("min_trigger_flip", 1.5),
+        ("min_trigger_patch", -0.1),
+    ],
+)
+def test_trigger_settings_out_of_range_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=field):
+        ScreeningConfig(**{field: value})
