@@ -152,13 +152,17 @@ def measure_teacher(
             if recovery.domain < 0 or probe_domains is None
             else (probes[probe_domains == recovery.domain])
         )
-        trigger = scan_triggers(
-            teacher,
-            own,
-            steps=config.trigger_steps,
-            batch=config.trigger_batch,
-            lr=config.trigger_lr,
-            mask_weight=config.trigger_mask_weight,
+        trigger = (
+            None
+            if own.shape[0] < 2
+            else scan_triggers(  # it needs a held-out half
+                teacher,
+                own,
+                steps=config.trigger_steps,
+                batch=config.trigger_batch,
+                lr=config.trigger_lr,
+                mask_weight=config.trigger_mask_weight,
+            )
         )
     return Fingerprint(
         teacher.teacher_id,

@@ -174,3 +174,8 @@ def test_config_keys_name_the_scan_only_when_it_runs() -> None:
 def test_trigger_settings_out_of_range_are_refused(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         ScreeningConfig(**{field: value})
+
+
+def test_a_single_probe_leaves_the_teacher_unscanned_rather_than_failing() -> None:
+    result = screen_teacher(_shortcut_teacher(), SCAN, _probes(1), max_classes=5)
+    assert result.fingerprint is not None and result.fingerprint.trigger is None
