@@ -172,7 +172,7 @@ def _trigger_finding(fp: Fingerprint, config: ScreeningConfig) -> Finding | None
         config.min_trigger_patch,
         f"class {k} is reached from {scan.flip_rates[k]:.0%} of held-out probe images "
         f"through a mask of {scan.mask_shares[k]:.2%} of the pixels, "
-        f"{scan.concentrations[k] if scan.concentrations else 1.0:.0%} of it in one patch "
+        f"{scan.concentrations[k]:.0%} of it in one patch "
         f"(size {scan.patch(k):.2%}, limit {config.min_trigger_patch:.2%}): a backdoor trigger",
     )
 

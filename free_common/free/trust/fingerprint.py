@@ -194,5 +194,5 @@ def _trigger_from_state(state: dict[str, Any]) -> TriggerScan:
         tuple(float(v) for v in state["mask_shares"]),
         tuple(float(v) for v in state["flip_rates"]),
         float(state["seconds"]),
-        tuple(float(v) for v in state.get("concentrations", ())),
+        tuple(float(v) for v in state["concentrations"]),
     )

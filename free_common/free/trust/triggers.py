@@ -50,7 +50,7 @@ class TriggerScan:
     mask_shares: tuple[float, ...]
     flip_rates: tuple[float, ...]
     seconds: float
-    concentrations: tuple[float, ...] = ()
+    concentrations: tuple[float, ...]
 
     def patch(self, k: int) -> float:
         """Class ``k``'s mask share over its concentration.
@@ -58,8 +58,7 @@ class TriggerScan:
         The size of a compact patch of the same mass, grown the more the mask is scattered
         over the image.
         """
-        concentration = self.concentrations[k] if self.concentrations else 1.0
-        return self.mask_shares[k] / max(concentration, 1e-6)
+        return self.mask_shares[k] / max(self.concentrations[k], 1e-6)
 
     def shortcut(self, min_flip: float) -> int | None:
         """The class with the smallest :meth:`patch` flipped at ``min_flip`` or more.

@@ -72,7 +72,7 @@ def test_the_patch_counts_only_classes_that_flip_and_grows_with_scatter() -> Non
     assert scan.shortcut(0.9) == 2 and scan.smallest(0.9) == pytest.approx(0.1)
     assert scan.shortcut(0.99) == 1 and scan.smallest(0.99) == pytest.approx(0.2)
     assert TriggerScan((0.01,), (0.1,), 0.0, (1.0,)).shortcut(0.9) is None
-    assert TriggerScan((0.01,), (0.1,), 0.0).smallest(0.9) == float("inf")
+    assert TriggerScan((0.01,), (0.1,), 0.0, (1.0,)).smallest(0.9) == float("inf")
 
 
 @pytest.mark.parametrize(
