@@ -424,6 +424,9 @@ _TRIGGER_FIELDS = (
     "trigger_mask_weight",
     "min_trigger_flip",
     "min_trigger_patch",
+    "trigger_refine_steps",
+    "trigger_refine_below",
+    "trigger_confirmations",
 )
 """The trigger scan's ``ScreeningConfig`` fields, left out of ``to_dict`` while it is off."""
 
@@ -479,6 +482,14 @@ class ScreeningConfig:
             (``TriggerScan.patch``: the mask's share of the input's pixels over the share
             of its mass in its densest window; below: a backdoor trigger;
             ``scripts/results/trigger_scan.md``).
+        trigger_refine_steps: further Adam steps of the scan for each class that looks
+            like a shortcut after ``trigger_steps`` (0: none; scans from before this field
+            ran none).
+        trigger_refine_below: patch below which a class reached at ``min_trigger_flip`` is
+            refined.
+        trigger_confirmations: further scans (other seeds) while a scan finds a patch
+            below ``min_trigger_patch``; the teacher is excluded only when every scan
+            does (0: one scan; scans from before this field ran one).
     """
 
     enabled: bool = True
@@ -503,12 +514,17 @@ class ScreeningConfig:
     trigger_lr: float = 0.25
     trigger_mask_weight: float = 4.0
     min_trigger_flip: float = 0.9
-    min_trigger_patch: float = 0.04
+    min_trigger_patch: float = 0.03
+    trigger_refine_steps: int = 120
+    trigger_refine_below: float = 0.1
+    trigger_confirmations: int = 2
 
     def __post_init__(self) -> None:
         """Validate ranges."""
         _require(self.trigger_steps >= 0, "screening.trigger_steps must be >= 0 (0: no scan)")
         _require(self.trigger_batch >= 1, "screening.trigger_batch must be >= 1")
+        _require(self.trigger_refine_steps >= 0, "screening.trigger_refine_steps must be >= 0")
+        _require(self.trigger_confirmations >= 0, "screening.trigger_confirmations must be >= 0")
         _require(self.trigger_mask_weight >= 0, "screening.trigger_mask_weight must be >= 0")
         _require(self.steps >= 1 and self.images_per_class >= 1, "screening sizes must be >= 1")
         _require(self.probe_images >= 1, "screening.probe_images must be >= 1")
@@ -527,6 +543,7 @@ class ScreeningConfig:
             "max_unit_correlation",
             "min_trigger_flip",
             "min_trigger_patch",
+            "trigger_refine_below",
         ):
             _require(0 <= getattr(self, name) <= 1, f"screening.{name} must be in [0, 1]")
 
@@ -645,6 +662,12 @@ class FreeConfig:
         if self.screening.trigger_steps == 0:
             for name in _TRIGGER_FIELDS:
                 del result["screening"][name]
+        else:  # the settings that scans ran with before these fields: left out
+            if self.screening.trigger_refine_steps == 0:
+                del result["screening"]["trigger_refine_steps"]
+                del result["screening"]["trigger_refine_below"]
+            if self.screening.trigger_confirmations == 0:
+                del result["screening"]["trigger_confirmations"]
         return result
 
     @classmethod
@@ -654,6 +677,8 @@ class FreeConfig:
         for key, value in data.items():
             if key == "screening" and isinstance(value, dict) and "trigger_steps" not in value:
                 value = {**value, "trigger_steps": 0}
+            elif key == "screening" and isinstance(value, dict):  # absent: ran without them
+                value = {"trigger_refine_steps": 0, "trigger_confirmations": 0, **value}
             if key in _GROUPS:
                 top[key] = _build(_GROUPS[key], value, key)
             elif key in _field_names(cls):

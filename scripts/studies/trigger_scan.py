@@ -47,7 +47,7 @@ from free_common.data.registry import load_split
 from free_common.free.augment import to_model_input
 from free_common.free.teachers import Teacher, teacher_from_state_dict
 from free_common.free.trust.probes import probe_images
-from free_common.free.trust.triggers import scan_triggers
+from free_common.free.trust.triggers import confirmed_scan
 from free_common.runtime import host_record
 from scripts.bench import poison_attacks as attacks
 from scripts.bench.main_job_owners import main_job_owners
@@ -113,13 +113,18 @@ def _trigger_flip(model: attacks.Model, probes: torch.Tensor) -> float:
 def _row(
     teacher: Teacher, kind: str, probes: torch.Tensor, args: argparse.Namespace
 ) -> dict[str, Any]:
-    scan = scan_triggers(
+    scan = confirmed_scan(
         teacher,
         probes,
+        confirmations=args.confirmations,
+        limit=args.limit,
         steps=args.steps,
         batch=args.batch,
         lr=args.lr,
         mask_weight=args.mask_weight,
+        refine_steps=args.refine_steps,
+        refine_below=args.refine_below,
+        min_flip=args.min_flip,
     )
     row = {"teacher": teacher.teacher_id, "arch": teacher.spec.arch, "kind": kind}
     score = scan.smallest(args.min_flip)
@@ -177,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suspicious = [_score(r) for r in rows if r["kind"] == "backdoor"]
     honest = [_score(r) for r in rows if r["kind"] != "backdoor"]
     threshold, detected, flagged = detection_at(suspicious, honest)
-    limit = ScreeningConfig().min_trigger_patch
+    limit = args.limit
     flagged_by_kind = {
         kind: [r["teacher"] for r in rows if r["kind"] == kind and _score(r) < limit]
         for kind in dict.fromkeys(r["kind"] for r in rows)
@@ -199,6 +204,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _refinement(cfg: dict[str, Any]) -> str:
+    """How the scan refined shortcut-like classes ("" for a record made before refinement)."""
+    if not cfg.get("refine_steps"):
+        return ""
+    again = cfg.get("confirmations", 0)
+    return (
+        f"; each class reached through a patch below {cfg['refine_below']:.0%} fitted "
+        f"{cfg['refine_steps']} more steps on its own and judged again"
+        + (
+            f"; a scan below the limit repeated with other seeds, up to {again} times, "
+            "and the teacher scored by the least suspicious scan"
+            if again
+            else ""
+        )
+    )
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """The study's figures per group of teachers, for the server's page."""
     s, cfg = report["summary"], report["settings"]
@@ -206,9 +228,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"Trigger scan (`python -m scripts.studies.trigger_scan`: {cfg['steps']} Adam steps, "
         f"{cfg['batch']} probes per class and step, lr {cfg['lr']}, mask weight "
         f"{cfg['mask_weight']}; a class counts when its mask flips {cfg['min_flip']:.0%} of the "
-        f"held-out probes). Patch: the mask's share of the pixels over the share of its mass in "
-        f"its densest window; the screening excludes below {s['limit']:.2%}. AUC "
-        f"{s['auc']:.3f} over {s['backdoors']} backdoored and {s['honest']} honest teachers.",
+        f"held-out probes{_refinement(cfg)}). Patch: the mask's share of the pixels over the "
+        f"share of its mass in its densest window; the screening excludes below "
+        f"{s['limit']:.2%}. AUC {s['auc']:.3f} over {s['backdoors']} backdoored and "
+        f"{s['honest']} honest teachers.",
         "",
         "| teachers | count | excluded at the limit | smallest patch | largest patch | "
         "seconds per teacher |",
@@ -252,7 +275,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"lr {cfg['lr']}, mask weight {cfg['mask_weight']}, {cfg['probes']} glyph meta-val probes "
         f"(half fit, half judge); score: the smallest patch (mask share of the input's pixels "
         f"over the share of its mass in its densest window) among classes flipping at least "
-        f"{cfg['min_flip']:.0%} of the held-out probes.",
+        f"{cfg['min_flip']:.0%} of the held-out probes{_refinement(cfg)}.",
         "",
         f"- {s['backdoors']} backdoored, {s['honest']} honest teachers; AUC {s['auc']:.3f} "
         "(1: every backdoored teacher scores below every honest one; 0.5: chance).",
@@ -294,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=screening.trigger_lr)
     parser.add_argument("--mask-weight", type=float, default=screening.trigger_mask_weight)
     parser.add_argument("--min-flip", type=float, default=screening.min_trigger_flip)
+    parser.add_argument("--refine-steps", type=int, default=screening.trigger_refine_steps)
+    parser.add_argument("--refine-below", type=float, default=screening.trigger_refine_below)
+    parser.add_argument("--confirmations", type=int, default=screening.trigger_confirmations)
+    parser.add_argument("--limit", type=float, default=screening.min_trigger_patch)
     parser.add_argument("--probes", type=int, default=256)
     parser.add_argument("--backdoors", type=int, default=12)
     parser.add_argument("--owner-backdoors", type=int, default=20)

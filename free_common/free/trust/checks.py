@@ -17,7 +17,7 @@ Checks of one teacher (:func:`teacher_findings`):
   ``min_trigger_flip`` of the held-out probes, whose share of the pixels over the share
   of its mass in one window is below ``min_trigger_patch``), the shortcut a backdoor
   implants (patch triggers as in BadNets; Neural Cleanse's search, judged on probes the
-  mask was not fitted on).
+  mask was not fitted on, the classes that look like shortcuts fitted further on their own).
 
 Checks against the pool (:func:`pool_findings`, on the teachers that passed the above, in
 acceptance order):
@@ -173,7 +173,8 @@ def _trigger_finding(fp: Fingerprint, config: ScreeningConfig) -> Finding | None
         f"class {k} is reached from {scan.flip_rates[k]:.0%} of held-out probe images "
         f"through a mask of {scan.mask_shares[k]:.2%} of the pixels, "
         f"{scan.concentrations[k]:.0%} of it in one patch "
-        f"(size {scan.patch(k):.2%}, limit {config.min_trigger_patch:.2%}): a backdoor trigger",
+        f"(size {scan.patch(k):.2%}, limit {config.min_trigger_patch:.2%}"
+        f"{'' if scan.scans == 1 else f'; the least of {scan.scans} scans'}): a backdoor trigger",
     )
 
 

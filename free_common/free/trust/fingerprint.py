@@ -15,7 +15,7 @@ from free_common.config import ScreeningConfig
 from free_common.free.teachers import Teacher
 from free_common.free.trust.probes import teacher_logits
 from free_common.free.trust.recovery import Recovery, best_recovery
-from free_common.free.trust.triggers import TriggerScan, scan_triggers
+from free_common.free.trust.triggers import TriggerScan, confirmed_scan
 
 __all__ = ["SKETCH_SIZE", "Fingerprint", "measure_teacher", "weight_norm", "weight_sketch"]
 
@@ -155,13 +155,18 @@ def measure_teacher(
         trigger = (
             None
             if own.shape[0] < 2
-            else scan_triggers(  # it needs a held-out half
+            else confirmed_scan(  # it needs a held-out half
                 teacher,
                 own,
+                confirmations=config.trigger_confirmations,
+                limit=config.min_trigger_patch,
+                min_flip=config.min_trigger_flip,
                 steps=config.trigger_steps,
                 batch=config.trigger_batch,
                 lr=config.trigger_lr,
                 mask_weight=config.trigger_mask_weight,
+                refine_steps=config.trigger_refine_steps,
+                refine_below=config.trigger_refine_below,
             )
         )
     return Fingerprint(
@@ -195,4 +200,6 @@ def _trigger_from_state(state: dict[str, Any]) -> TriggerScan:
         tuple(float(v) for v in state["flip_rates"]),
         float(state["seconds"]),
         tuple(float(v) for v in state["concentrations"]),
+        tuple(int(k) for k in state.get("refined", ())),  # absent: stored before refinement
+        int(state.get("scans", 1)),  # absent: stored before confirmations
     )

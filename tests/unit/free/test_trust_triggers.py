@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from free_common.config import ConfigError, FreeConfig, ScreeningConfig
 from free_common.free.screening import screen_teacher
 from free_common.free.teachers import Teacher
+from free_common.free.trust import triggers
 from free_common.free.trust.checks import teacher_findings
 from free_common.free.trust.fingerprint import Fingerprint
 from free_common.free.trust.probes import TrustError
@@ -73,6 +74,80 @@ def test_the_patch_counts_only_classes_that_flip_and_grows_with_scatter() -> Non
     assert scan.shortcut(0.99) == 1 and scan.smallest(0.99) == pytest.approx(0.2)
     assert TriggerScan((0.01,), (0.1,), 0.0, (1.0,)).shortcut(0.9) is None
     assert TriggerScan((0.01,), (0.1,), 0.0, (1.0,)).smallest(0.9) == float("inf")
+
+
+def test_only_the_classes_that_look_like_shortcuts_are_refined() -> None:
+    settings = {"steps": 30, "batch": 8, "lr": 0.1, "mask_weight": 4.0, "min_flip": 0.9}
+    plain = scan_triggers(_shortcut_teacher(), _probes(), **settings)
+    assert plain.refined == () and plain.flip_rates[TARGET] >= 0.9
+    refined = scan_triggers(
+        _shortcut_teacher(), _probes(), refine_steps=100, refine_below=1.0, **settings
+    )
+    reached = tuple(k for k in range(3) if plain.flip_rates[k] >= 0.9)
+    assert TARGET in reached and refined.refined == reached
+    for k in set(range(3)) - set(reached):  # the others keep their first judgement
+        assert refined.mask_shares[k] == plain.mask_shares[k]
+        assert refined.flip_rates[k] == plain.flip_rates[k]
+    assert refined.patch(TARGET) < plain.patch(TARGET) / 2  # settles onto the 2x2 corner
+    below_none = scan_triggers(
+        _shortcut_teacher(), _probes(), refine_steps=100, refine_below=0.0, **settings
+    )
+    assert below_none == replace(plain, seconds=below_none.seconds)
+
+
+def test_a_scan_below_the_limit_is_repeated_and_the_least_suspicious_one_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    draws = {  # seed -> the patch that draw finds for class 0
+        0: TriggerScan((0.01,), (1.0,), 1.0, (0.5,)),  # 2%: below the limit
+        1: TriggerScan((0.02,), (1.0,), 2.0, (0.5,)),  # 4%: above
+        2: TriggerScan((0.005,), (1.0,), 4.0, (0.5,)),
+    }
+    seeds: list[int] = []
+
+    def fake_scan(*_: object, seed: int, **__: object) -> TriggerScan:
+        seeds.append(seed)
+        return draws[seed]
+
+    monkeypatch.setattr(triggers, "scan_triggers", fake_scan)
+    teacher = random_teacher("r", tiny_spec(3), seed=0)
+    kept = triggers.confirmed_scan(teacher, _probes(), confirmations=2, limit=0.03, min_flip=0.9)
+    assert seeds == [0, 1]  # the second draw is above the limit: no third
+    assert kept.smallest(0.9) == pytest.approx(0.04) and kept.scans == 2 and kept.seconds == 3.0
+    draws[1] = TriggerScan((0.012,), (1.0,), 2.0, (0.5,))  # every draw below: excluded
+    seeds.clear()
+    kept = triggers.confirmed_scan(teacher, _probes(), confirmations=2, limit=0.03, min_flip=0.9)
+    assert seeds == [0, 1, 2] and kept.scans == 3 and kept.smallest(0.9) == pytest.approx(0.024)
+    seeds.clear()
+    once = triggers.confirmed_scan(teacher, _probes(), confirmations=0, limit=0.03, min_flip=0.9)
+    assert seeds == [0] and once.scans == 1
+
+
+def test_the_shortcut_network_is_found_in_every_confirming_scan() -> None:
+    kept = triggers.confirmed_scan(
+        _shortcut_teacher(),
+        _probes(),
+        confirmations=1,
+        limit=0.1,
+        min_flip=0.9,
+        steps=150,
+        batch=8,
+        lr=0.1,
+        mask_weight=4.0,
+    )
+    assert kept.scans == 2 and kept.shortcut(0.9) == TARGET and kept.smallest(0.9) < 0.1
+    with pytest.raises(TrustError, match="confirmations"):
+        triggers.confirmed_scan(
+            _shortcut_teacher(), _probes(), confirmations=-1, limit=0.1, min_flip=0.9
+        )
+
+
+def test_negative_refinement_is_refused() -> None:
+    teacher = random_teacher("r", tiny_spec(3), seed=0)
+    with pytest.raises(TrustError, match="refine_steps"):
+        scan_triggers(
+            teacher, _probes(), steps=3, batch=4, lr=0.1, mask_weight=1.0, refine_steps=-1
+        )
 
 
 @pytest.mark.parametrize(
@@ -148,6 +223,16 @@ def test_the_scan_survives_a_checkpoint_and_old_states_read_as_unscanned() -> No
     old = fp.to_state()
     del old["trigger"]
     assert Fingerprint.from_state(old).trigger is None
+    refined = _fingerprint(TriggerScan((0.1,), (1.0,), 1.5, (0.2,), (0,)))
+    assert Fingerprint.from_state(refined.to_state()).trigger == refined.trigger
+    unrefined = refined.to_state()
+    del unrefined["trigger"]["refined"]  # stored before refinement
+    assert Fingerprint.from_state(unrefined).trigger == replace(refined.trigger, refined=())
+    confirmed = _fingerprint(TriggerScan((0.1,), (1.0,), 1.5, (0.2,), (), 3))
+    state = confirmed.to_state()
+    assert Fingerprint.from_state(state).trigger == confirmed.trigger
+    del state["trigger"]["scans"]  # stored before confirmations: one scan
+    assert Fingerprint.from_state(state).trigger == replace(confirmed.trigger, scans=1)
 
 
 def test_config_keys_name_the_scan_only_when_it_runs() -> None:
@@ -158,6 +243,13 @@ def test_config_keys_name_the_scan_only_when_it_runs() -> None:
     off = replace(on, screening=replace(on.screening, trigger_steps=0))
     assert not any("trigger" in k for k in off.to_dict()["screening"])
     assert FreeConfig.from_dict(off.to_dict()) == off  # an old key form reads as off
+    assert on.screening.trigger_refine_steps > 0
+    unrefined = on.to_dict()
+    for name in ("trigger_refine_steps", "trigger_refine_below", "trigger_confirmations"):
+        del unrefined["screening"][name]  # a key from before refinement: it ran none
+    before = FreeConfig.from_dict(unrefined)
+    assert before.screening.trigger_refine_steps == 0 and before.to_dict() == unrefined
+    assert before.screening.trigger_confirmations == 0
 
 
 @pytest.mark.parametrize(
@@ -169,6 +261,9 @@ def test_config_keys_name_the_scan_only_when_it_runs() -> None:
         ("trigger_mask_weight", -1.0),
         ("min_trigger_flip", 1.5),
         ("min_trigger_patch", -0.1),
+        ("trigger_refine_steps", -1),
+        ("trigger_refine_below", 1.5),
+        ("trigger_confirmations", -1),
     ],
 )
 def test_trigger_settings_out_of_range_are_refused(field: str, value: float) -> None:
