@@ -675,10 +675,11 @@ class FreeConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         top: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "screening" and isinstance(value, dict) and "trigger_steps" not in value:
-                value = {**value, "trigger_steps": 0}
-            elif key == "screening" and isinstance(value, dict):  # absent: ran without them
-                value = {"trigger_refine_steps": 0, "trigger_confirmations": 0, **value}
+            if key == "screening" and isinstance(value, dict):  # absent fields: ran without
+                if "trigger_steps" not in value:
+                    value = {**value, "trigger_steps": 0}
+                else:
+                    value = {"trigger_refine_steps": 0, "trigger_confirmations": 0, **value}
             if key in _GROUPS:
                 top[key] = _build(_GROUPS[key], value, key)
             elif key in _field_names(cls):

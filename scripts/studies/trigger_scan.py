@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ from free_common.config import ScreeningConfig
 from free_common.data.registry import load_split
 from free_common.free.augment import to_model_input
 from free_common.free.teachers import Teacher, teacher_from_state_dict
+from free_common.free.trust.fingerprint import screening_scan
 from free_common.free.trust.probes import probe_images
-from free_common.free.trust.triggers import confirmed_scan
 from free_common.runtime import host_record
 from scripts.bench import poison_attacks as attacks
 from scripts.bench.main_job_owners import main_job_owners
@@ -110,22 +110,26 @@ def _trigger_flip(model: attacks.Model, probes: torch.Tensor) -> float:
     return float(((hit.argmax(1) == target) & others).sum()) / max(int(others.sum()), 1)
 
 
+def _screening(args: argparse.Namespace) -> ScreeningConfig:
+    """The screening's settings with the study's scan arguments in their place."""
+    return replace(
+        ScreeningConfig(),
+        trigger_steps=args.steps,
+        trigger_batch=args.batch,
+        trigger_lr=args.lr,
+        trigger_mask_weight=args.mask_weight,
+        min_trigger_flip=args.min_flip,
+        min_trigger_patch=args.limit,
+        trigger_refine_steps=args.refine_steps,
+        trigger_refine_below=args.refine_below,
+        trigger_confirmations=args.confirmations,
+    )
+
+
 def _row(
     teacher: Teacher, kind: str, probes: torch.Tensor, args: argparse.Namespace
 ) -> dict[str, Any]:
-    scan = confirmed_scan(
-        teacher,
-        probes,
-        confirmations=args.confirmations,
-        limit=args.limit,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        mask_weight=args.mask_weight,
-        refine_steps=args.refine_steps,
-        refine_below=args.refine_below,
-        min_flip=args.min_flip,
-    )
+    scan = screening_scan(teacher, probes, _screening(args))
     row = {"teacher": teacher.teacher_id, "arch": teacher.spec.arch, "kind": kind}
     score = scan.smallest(args.min_flip)
     row |= asdict(scan) | {

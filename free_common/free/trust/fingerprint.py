@@ -17,7 +17,14 @@ from free_common.free.trust.probes import teacher_logits
 from free_common.free.trust.recovery import Recovery, best_recovery
 from free_common.free.trust.triggers import TriggerScan, confirmed_scan
 
-__all__ = ["SKETCH_SIZE", "Fingerprint", "measure_teacher", "weight_norm", "weight_sketch"]
+__all__ = [
+    "SKETCH_SIZE",
+    "Fingerprint",
+    "measure_teacher",
+    "screening_scan",
+    "weight_norm",
+    "weight_sketch",
+]
 
 SKETCH_SIZE = 1024
 
@@ -155,19 +162,7 @@ def measure_teacher(
         trigger = (
             None
             if own.shape[0] < 2
-            else confirmed_scan(  # it needs a held-out half
-                teacher,
-                own,
-                confirmations=config.trigger_confirmations,
-                limit=config.min_trigger_patch,
-                min_flip=config.min_trigger_flip,
-                steps=config.trigger_steps,
-                batch=config.trigger_batch,
-                lr=config.trigger_lr,
-                mask_weight=config.trigger_mask_weight,
-                refine_steps=config.trigger_refine_steps,
-                refine_below=config.trigger_refine_below,
-            )
+            else screening_scan(teacher, own, config)  # it needs a held-out half
         )
     return Fingerprint(
         teacher.teacher_id,
@@ -179,6 +174,29 @@ def measure_teacher(
         recovery,
         time.perf_counter() - started,
         trigger,
+    )
+
+
+def screening_scan(teacher: Teacher, probes: Tensor, config: ScreeningConfig) -> TriggerScan:
+    """The trigger scan with ``config``'s settings (:func:`confirmed_scan`).
+
+    Args:
+        teacher: the model under test.
+        probes: probe images (N, C, H, W) in [0, 1], N >= 2.
+        config: its ``trigger_*`` fields and ``min_trigger_flip`` / ``min_trigger_patch``.
+    """
+    return confirmed_scan(
+        teacher,
+        probes,
+        confirmations=config.trigger_confirmations,
+        limit=config.min_trigger_patch,
+        min_flip=config.min_trigger_flip,
+        steps=config.trigger_steps,
+        batch=config.trigger_batch,
+        lr=config.trigger_lr,
+        mask_weight=config.trigger_mask_weight,
+        refine_steps=config.trigger_refine_steps,
+        refine_below=config.trigger_refine_below,
     )
 
 
