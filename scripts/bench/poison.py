@@ -14,7 +14,9 @@ Two parts, each resumable (one JSON per unit under ``<out>/poison_units/<preset>
 
 - ``detection`` (no FREE training): per (level, seed), every teacher of the poisoned pool
   screened as the FREE trainer screens it (``FreeTrainer.screen_pool``); per check, the
-  share of each attack it flags and the share of honest teachers it flags.
+  share of each attack it flags and the share of honest teachers it flags. An honest
+  teacher whose training failed (its own held-out accuracy under :data:`BROKEN_BELOW`) is
+  reported apart, by name: excluding it is right, not a false positive.
 - ``accuracy``: per (level, defences on/off, seed), FREE trained through its public API
   (``FreeTrainer`` on the pool, the published algorithm's ``paper-cpu`` preset cut to the
   preset's budget, screening on or off), then meta-tested under the tuned protocol
@@ -38,7 +40,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,12 @@ DEFENCES: tuple[str, ...] = ("off", "on")
 GOALS = {"0.2": 1.0, "0.4": 3.0}
 """Poison level -> the most 5-way 1-shot points FREE with defences may lose (issue 17)."""
 DETECTION_GOAL, FALSE_POSITIVE_GOAL = 0.9, 0.02
+BROKEN_BELOW = 0.5
+"""An honest teacher whose accuracy on its own held-out images is below this (2.5 times
+chance for 5 classes; the line the screening study draws between a training that worked
+and one that failed) carries little or nothing of its task, so excluding it is right and is
+not counted as a false positive. The report names every such teacher
+(``broken``) with its accuracy and whether the screening excluded it."""
 
 
 @dataclass(frozen=True)
@@ -317,11 +325,13 @@ def _teacher(model: attacks.Model, data: ClassImages) -> Teacher:
 
 def _members(
     preset: PoisonPreset, pool_cache: Path | None
-) -> tuple[list[attacks.Model], ClassImages]:
+) -> tuple[list[attacks.Model], ClassImages, dict[str, float]]:
+    """The honest pool, its training split, and its broken teachers' hold-out accuracies."""
     train = load_split(preset.dataset, "train")
     pool = build_pool(train, preset.pool, cache_dir=pool_cache, progress=False)
     models = [attacks.Model(m.teacher_id, m.spec, m.state_dict, m.classes) for m in pool]
-    return models, train
+    broken = {m.teacher_id: m.holdout_accuracy for m in pool if m.holdout_accuracy < BROKEN_BELOW}
+    return models, train, broken
 
 
 def _config_key(preset: PoisonPreset, seed: int, defences: bool | None) -> str:
@@ -518,7 +528,7 @@ def run(
     started = time.perf_counter()
     torch.set_num_threads(1)
     units = out_dir / "poison_units" / preset_name
-    members, data = _members(preset, pool_cache)
+    members, data, broken = _members(preset, pool_cache)
     for seed in preset.seeds:
         cache_file = _attack_cache(work_dir, preset_name, seed)
         built = _load_attacks(cache_file)
@@ -533,7 +543,7 @@ def run(
             if "accuracy" in parts:
                 for defence in DEFENCES:
                     _run_unit(preset, (units, work_dir), pool, data, level, seed, defence)
-    report = collect(preset_name, units)
+    report = collect(preset_name, units, broken)
     report["seconds"] = time.perf_counter() - started  # this call's; unit_seconds: the work
     stem = "poison" if preset_name == "full" else f"poison_{preset_name.replace('-', '_')}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -590,10 +600,18 @@ def _units(units: Path, part: str) -> list[dict[str, Any]]:
     )
 
 
-def detection_summary(units: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per attack and per check: detection rates; per check: false positives on honest teachers."""
+def detection_summary(
+    units: Sequence[dict[str, Any]], broken: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """Per attack and per check: detection rates; per check: false positives on honest teachers.
+
+    ``broken``: teacher id -> hold-out accuracy of the honest teachers whose training failed
+    (:data:`BROKEN_BELOW`); their rows are reported apart, not as honest.
+    """
+    broken = broken or {}
     rows = [r for u in units for r in u["rows"]]
-    honest = [r for r in rows if r["kind"] == "honest"]
+    failed_training = [r for r in rows if r["kind"] == "honest" and r["teacher"] in broken]
+    honest = [r for r in rows if r["kind"] == "honest" and r["teacher"] not in broken]
     kinds = [k for k in attacks.ATTACKS if any(r["kind"] == k for r in rows)]
     by_attack = {}
     for kind in kinds:
@@ -623,6 +641,24 @@ def detection_summary(units: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "honest_excluded": sum(not r["accepted"] for r in honest),
         "false_positive_rate": sum(not r["accepted"] for r in honest) / max(1, len(honest)),
         "honest_suspected": sum(r["accepted"] and bool(r["suspected_by"]) for r in honest),
+        "broken": {
+            teacher: {
+                "holdout_accuracy": accuracy,
+                "screened": sum(r["teacher"] == teacher for r in failed_training),
+                "excluded": sum(
+                    r["teacher"] == teacher and not r["accepted"] for r in failed_training
+                ),
+                "reasons": sorted(
+                    {
+                        r["reason"]
+                        for r in failed_training
+                        if r["teacher"] == teacher and r["reason"]
+                    }
+                ),
+            }
+            for teacher, accuracy in sorted(broken.items())
+            if any(r["teacher"] == teacher for r in failed_training)
+        },
         "by_attack": by_attack,
         "by_check": by_check,
         "screening_seconds_by_arch": {a: float(np.mean(v)) for a, v in sorted(seconds.items())},
@@ -685,8 +721,13 @@ def accuracy_summary(units: Sequence[dict[str, Any]], shots: Sequence[int]) -> d
     }
 
 
-def collect(preset_name: str, units: Path) -> dict[str, Any]:
-    """The report of every finished unit of ``preset_name`` under ``units``."""
+def collect(
+    preset_name: str, units: Path, broken: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """The report of every finished unit of ``preset_name`` under ``units``.
+
+    ``broken``: the pool's honest teachers whose training failed (:func:`detection_summary`).
+    """
     preset = PRESETS[preset_name]
     detection = _units(units, "detection")
     accuracy = _units(units, "accuracy")
@@ -701,7 +742,7 @@ def collect(preset_name: str, units: Path) -> dict[str, Any]:
         "seeds": list(preset.seeds),
         "attacks": list(attacks.ATTACKS),
         "free_config": preset.free_config(preset.seeds[0], defences=True).to_dict(),
-        "detection": detection_summary(screened) if screened else None,
+        "detection": detection_summary(screened, broken) if screened else None,
         "accuracy": accuracy_summary(accuracy, preset.shots) if accuracy else None,
         "units": {"detection": len(detection), "accuracy": len(accuracy)},
         "unit_seconds": {
@@ -739,6 +780,7 @@ def markdown(report: dict[str, Any], stem: str) -> str:
             f"Goals: every attack detected at >= {100 * DETECTION_GOAL:g}%, honest excluded "
             f"<= {100 * FALSE_POSITIVE_GOAL:g}% ({'met' if det['goals']['met'] else 'NOT met'}).",
             "",
+            *_broken_lines(det.get("broken", {})),
             "| attack | teachers | excluded | rate | suspected |",
             "|---|---:|---:|---:|---:|",
         ]
@@ -803,6 +845,23 @@ def markdown(report: dict[str, Any], stem: str) -> str:
         lines.append("")
     lines += [f"![poisoned pools]({stem}.png)", ""]
     return "\n".join(lines)
+
+
+def _broken_lines(broken: dict[str, dict[str, Any]]) -> list[str]:
+    """The report's paragraph on the honest teachers whose training failed."""
+    if not broken:
+        return []
+    named = "; ".join(
+        f"{t} (hold-out accuracy {b['holdout_accuracy']:.2f}): excluded in {b['excluded']} of "
+        f"{b['screened']} pools" + (f" ({' / '.join(b['reasons'])})" if b["reasons"] else "")
+        for t, b in broken.items()
+    )
+    return [
+        f"Not counted as honest: teachers whose training failed (accuracy on their own held-out "
+        f"images below {BROKEN_BELOW:g}), which carry little or nothing of their task, so "
+        f"excluding them is right: {named}.",
+        "",
+    ]
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the backdoored teachers, scan every teacher, summarise."""
     torch.manual_seed(0)
     preset = PRESETS["quick"]
-    members, train = _members(preset, DEFAULT_CACHE)
+    members, train, _ = _members(preset, DEFAULT_CACHE)
     probes = probe_images(load_split("glyphs", "val"), args.probes, seed=0)
     rows = []
     for i, member in enumerate(members[: args.backdoors]):

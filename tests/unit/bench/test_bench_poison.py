@@ -66,9 +66,11 @@ def test_copies_follow_their_never_attacked_source(members: list[attacks.Model])
                 assert ids.index(m.source) < i and m.source not in attacked_sources
 
 
-def _row(kind: str, accepted: bool, failed: tuple[str, ...] = ()) -> dict[str, Any]:
+def _row(
+    kind: str, accepted: bool, failed: tuple[str, ...] = (), teacher: str = "t"
+) -> dict[str, Any]:
     return {
-        "teacher": "t",
+        "teacher": teacher,
         "arch": "conv4",
         "kind": kind,
         "accepted": accepted,
@@ -93,6 +95,31 @@ def test_detection_summary_rates_and_false_positives() -> None:
     assert summary["goals"]["met"]
     worse = bench_poison.detection_summary([{"rows": [*rows, _row("honest", False)]}])
     assert not worse["goals"]["met"]
+
+
+def test_a_failed_training_is_reported_apart_not_as_a_false_positive() -> None:
+    rows = [_row("honest", True)] * 50 + [_row("honest", False, ("recovery",), "t022")] * 3
+    summary = bench_poison.detection_summary([{"rows": rows}], {"t022": 0.2, "t999": 0.45})
+    assert (summary["honest_teachers"], summary["honest_excluded"]) == (50, 0)
+    assert summary["by_check"]["recovery"]["false_positives"] == 0
+    assert summary["goals"]["met"]
+    assert list(summary["broken"]) == ["t022"]  # t999 was never screened
+    assert summary["broken"]["t022"]["excluded"] == 3
+    assert summary["broken"]["t022"]["screened"] == 3
+    counted = bench_poison.detection_summary([{"rows": rows}])
+    assert counted["honest_excluded"] == 3 and not counted["goals"]["met"]
+    report = {
+        "command": "c",
+        "note": "n",
+        "pool": {"teachers": 53, "archs": ["conv4"], "vocabulary": 30},
+        "levels": [0.0],
+        "seeds": [0],
+        "attacks": [],
+        "detection": summary,
+        "accuracy": None,
+    }
+    text = bench_poison.markdown(report, "poison_x")
+    assert "t022 (hold-out accuracy 0.20): excluded in 3 of 3 pools" in text
 
 
 def _unit(level: float, defences: str, seed: int, one_shot: float) -> dict[str, Any]:
