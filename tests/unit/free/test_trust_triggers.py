@@ -13,7 +13,7 @@ from free_common.free.screening import screen_teacher
 from free_common.free.teachers import Teacher
 from free_common.free.trust import triggers
 from free_common.free.trust.checks import teacher_findings
-from free_common.free.trust.fingerprint import Fingerprint
+from free_common.free.trust.fingerprint import Fingerprint, scan_domain
 from free_common.free.trust.probes import TrustError
 from free_common.free.trust.recovery import Recovery
 from free_common.free.trust.triggers import TriggerScan, scan_triggers
@@ -93,6 +93,20 @@ def test_only_the_classes_that_look_like_shortcuts_are_refined() -> None:
         _shortcut_teacher(), _probes(), refine_steps=100, refine_below=0.0, **settings
     )
     assert below_none == replace(plain, seconds=below_none.seconds)
+
+
+def test_the_scan_runs_on_the_domain_of_the_teachers_own_colour() -> None:
+    grey = torch.rand(4, 1, 8, 8).expand(4, 3, 8, 8)  # a one-channel domain shown as RGB
+    colour = torch.rand(4, 3, 8, 8)
+    probes = torch.cat([grey, colour])
+    domains = torch.tensor([0] * 4 + [1] * 4)
+    # whatever domain the recovery kept, a grey teacher is scanned on grey probes, and so on
+    assert [scan_domain(1, probes, domains, r) for r in (0, 1)] == [0, 0]
+    assert [scan_domain(3, probes, domains, r) for r in (0, 1)] == [1, 1]
+    both_grey = torch.cat([grey, grey.flip(0)])
+    assert [scan_domain(1, both_grey, domains, r) for r in (0, 1)] == [0, 1]  # undecided
+    assert [scan_domain(3, both_grey, domains, r) for r in (0, 1)] == [0, 1]  # none matches
+    assert scan_domain(1, probes, None, -1) == -1  # one domain: every probe
 
 
 def test_a_scan_below_the_limit_is_repeated_and_the_least_suspicious_one_kept(
