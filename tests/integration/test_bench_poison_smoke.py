@@ -31,7 +31,9 @@ def test_poison_smoke_writes_the_report_and_resumes_without_recomputing(
     ]
     assert report["units"] == {"detection": 2, "accuracy": 4}
     assert set(report["accuracy"]["table"]) == {"off/0.0", "off/0.5", "on/0.0", "on/0.5"}
-    assert report["detection"]["honest_teachers"] == 6 + 3
+    detection = report["detection"]
+    failed_trainings = sum(b["screened"] for b in detection["broken"].values())
+    assert detection["honest_teachers"] + failed_trainings == 6 + 3  # every honest row
     for name in ("poison_smoke.md", "poison_smoke.png"):
         assert (out / name).stat().st_size > 0
 
