@@ -641,24 +641,7 @@ def detection_summary(
         "honest_excluded": sum(not r["accepted"] for r in honest),
         "false_positive_rate": sum(not r["accepted"] for r in honest) / max(1, len(honest)),
         "honest_suspected": sum(r["accepted"] and bool(r["suspected_by"]) for r in honest),
-        "broken": {
-            teacher: {
-                "holdout_accuracy": accuracy,
-                "screened": sum(r["teacher"] == teacher for r in failed_training),
-                "excluded": sum(
-                    r["teacher"] == teacher and not r["accepted"] for r in failed_training
-                ),
-                "reasons": sorted(
-                    {
-                        r["reason"]
-                        for r in failed_training
-                        if r["teacher"] == teacher and r["reason"]
-                    }
-                ),
-            }
-            for teacher, accuracy in sorted(broken.items())
-            if any(r["teacher"] == teacher for r in failed_training)
-        },
+        "broken": _broken_summary(failed_training, broken),
         "by_attack": by_attack,
         "by_check": by_check,
         "screening_seconds_by_arch": {a: float(np.mean(v)) for a, v in sorted(seconds.items())},
@@ -670,6 +653,24 @@ def detection_summary(
                 and sum(not r["accepted"] for r in honest) <= FALSE_POSITIVE_GOAL * len(honest)
             ),
         },
+    }
+
+
+def _broken_summary(
+    rows: Sequence[dict[str, Any]], broken: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Per failed training that was screened: its hold-out accuracy, pools, exclusions, why."""
+    by_teacher: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_teacher.setdefault(r["teacher"], []).append(r)
+    return {
+        teacher: {
+            "holdout_accuracy": broken[teacher],
+            "screened": len(mine),
+            "excluded": sum(not r["accepted"] for r in mine),
+            "reasons": sorted({r["reason"] for r in mine if r["reason"]}),
+        }
+        for teacher, mine in sorted(by_teacher.items())
     }
 
 
