@@ -43,6 +43,7 @@ meta-val only: evaluate candidates on the val split with :func:`select_best` (or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -110,6 +111,8 @@ class EvalResult:
         lr: fine-tuning learning rate.
         seed: task-sampling seed.
         seconds: wall time of the evaluation.
+        domains: the domain of each task, shape (n_tasks,), when the tasks were drawn
+            within one domain each (``by_domain``); empty otherwise.
     """
 
     mean: float
@@ -125,6 +128,31 @@ class EvalResult:
     seed: int
     seconds: float
     head: str = "learned"
+    domains: tuple[str, ...] = ()
+
+    def of_domain(self, domain: str) -> EvalResult:
+        """The result on one domain's tasks alone: their accuracies, mean and CI.
+
+        ``seconds`` is the whole evaluation's time times the domain's share of the tasks.
+
+        Raises:
+            EvaluationError: the tasks were not drawn by domain, or none is ``domain``'s.
+        """
+        picked = [i for i, d in enumerate(self.domains) if d == domain]
+        if not picked:
+            known = ", ".join(dict.fromkeys(self.domains)) or "none: tasks not drawn by domain"
+            raise EvaluationError(f"no task of domain {domain!r} (domains: {known})")
+        accuracies = self.accuracies[picked]
+        mean, ci95 = confidence_interval(accuracies)
+        return dataclasses.replace(
+            self,
+            mean=mean,
+            ci95=ci95,
+            accuracies=accuracies,
+            n_tasks=len(picked),
+            seconds=self.seconds * len(picked) / self.n_tasks,
+            domains=(domain,) * len(picked),
+        )
 
     def format(self) -> str:
         """``"47.31 ± 0.85"``: mean and CI in percent."""
@@ -300,6 +328,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     device: torch.device | str | None = None,
+    by_domain: bool = False,
 ) -> EvalResult:
     """Meta-test ``model`` as an initialisation on ``n_tasks`` tasks sampled from ``data``.
 
@@ -319,6 +348,9 @@ def evaluate(
         seed: task-sampling seed; the same seed gives the same tasks to every model.
         progress: show a tqdm bar.
         device: where to run; default :func:`free_common.runtime.pick_device`.
+        by_domain: on a split of several domains, draw each task within one domain, the
+            domains in turn (:class:`~free_common.data.episodes.EpisodeSampler`); the
+            result then names each task's domain (:meth:`EvalResult.of_domain`).
 
     Returns:
         The per-task accuracies and their mean and 95% CI.
@@ -332,8 +364,11 @@ def evaluate(
         )
     target = torch.device(device) if device is not None else pick_device()
     learner = evaluation_copy(model, n_way, seed=seed, need_head=mode == "finetune").to(target)
-    sampler = EpisodeSampler(data, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed)
+    sampler = EpisodeSampler(
+        data, n_way=n_way, k_shot=k_shot, q_query=q_query, seed=seed, by_domain=by_domain
+    )
     accuracies = np.empty(n_tasks, dtype=np.float64)
+    domains: list[str] = []
     started = time.perf_counter()
     bar = tqdm(
         sampler.episodes(n_tasks),
@@ -343,6 +378,7 @@ def evaluate(
         leave=False,
     )
     for i, task in enumerate(bar):
+        domains.append(task.domain)
         episode = _channels_last(task.to(target))
         if mode == "finetune":
             accuracies[i] = _finetune_accuracy(learner, episode, steps=steps, lr=lr, head=head)
@@ -376,6 +412,7 @@ def evaluate(
         seed=seed,
         seconds=seconds,
         head=head if mode == "finetune" else "none",
+        domains=tuple(domains) if sampler.groups else (),
     )
 
 
@@ -388,6 +425,7 @@ def _channels_last(episode: Episode) -> Episode:
         episode.query_images.contiguous(memory_format=layout),
         episode.query_labels,
         episode.classes,
+        episode.domain,
     )
 
 
@@ -544,12 +582,15 @@ def select_finetune(
     q_query: int = 15,
     steps: int = 10,
     device: torch.device | str | None = None,
+    by_domain: bool = False,
 ) -> FinetuneChoice:
     """Choose the fine-tuning rate and head start of ``model`` on meta-val tasks.
 
     Every ``(head, lr)`` pair is tried on the same tasks (same ``seed``); the best mean
     wins, ties going to the first in grid order (heads in the given order, then rates).
     Choosing both per initialisation is the tuning every method gets, baselines included.
+    ``by_domain`` draws each task within one domain of a multi-domain split, as
+    :func:`evaluate` does.
 
     Raises:
         EvaluationError: an empty or repeated grid, a non-positive rate, an unknown head.
@@ -574,6 +615,7 @@ def select_finetune(
                 lr=lr,
                 seed=seed,
                 device=device,
+                by_domain=by_domain,
             )
             val[(head, lr)], per_task[(head, lr)] = found.mean, found.accuracies
     head, lr = max(val, key=lambda key: val[key])  # max keeps the first of equal values

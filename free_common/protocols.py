@@ -77,6 +77,11 @@ class ProtocolSettings:
             model has ``n_way`` outputs).
         steps: fine-tuning SGD steps.
         protocols: which of :data:`PROTOCOLS` to run.
+        by_domain: on a split of several domains, draw each meta-val and meta-test task
+            within one domain, the domains in turn (FREE's multi-domain protocol,
+            :class:`free_common.data.episodes.EpisodeSampler`); each result then splits by
+            domain (:meth:`free_common.evaluation.EvalResult.of_domain`). No effect on a
+            split of one domain.
     """
 
     test_tasks: int = 600
@@ -87,6 +92,7 @@ class ProtocolSettings:
     heads: tuple[str, ...] = ("learned", "zero", "proto")
     steps: int = 10
     protocols: tuple[str, ...] = PROTOCOLS
+    by_domain: bool = False
 
     def __post_init__(self) -> None:
         """Refuse unknown protocols and empty sizes."""
@@ -181,6 +187,7 @@ def meta_test(
             lr=lr,
             seed=settings.test_seed,
             device=device,
+            by_domain=settings.by_domain,
         )
 
     out: dict[str, ProtocolResult] = {}
@@ -204,6 +211,7 @@ def meta_test(
             q_query=setting.q_query,
             steps=settings.steps,
             device=device,
+            by_domain=settings.by_domain,
         )
         chosen = cast(HeadInit, choice.head)
         if published is not None and (chosen, choice.lr) == (published.head, published.lr):

@@ -128,11 +128,6 @@ KEYS: Mapping[str, Key] = MappingProxyType(
             Key("compare.heads", "zero,proto", "the tuned protocol's head starts"),
             Key("compare.best-owner", True, "compare with the best single owner's model"),
             Key(
-                "compare.domain-tasks",
-                300,
-                "meta-test tasks on each domain's classes alone in a multi-domain run (0: none)",
-            ),
-            Key(
                 "compare.workers",
                 0,
                 "worker processes of the final comparison on CPU (0 = one per core; 1 = none)",

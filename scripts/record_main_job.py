@@ -79,9 +79,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "screening": owners,
         "rows": summary["rows"],
         "domain_rows": summary.get("domain_rows", {}),
-        "domain_tasks": summary["settings"].get(
-            "compare_domain_tasks", config["eval"]["test_tasks"]
+        "domain_tasks": summary.get(
+            "domain_tasks", summary["settings"].get("compare_domain_tasks", 0)
         ),
+        "by_domain": "domain_tasks" in summary,  # each task within one domain (since 2026-12-07)
         "table": summary["table"],
     }
 
@@ -234,8 +235,8 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
         f"`scripts/run_main.sh` over {len(runs)} seed(s) ({seeds}; `{command_words(runs)}`), "
         f"{first['owners']} owners ({by_arch}); FREE `{first['preset']}` preset, "
         f"{first['free_iterations']} iterations{_stage_words(first)}; {first['test_tasks']} "
-        "meta-test tasks per "
-        f"method, protocol and shot; {first['cpus']} cores{'; ' + note if note else ''}.",
+        f"meta-test tasks per method, protocol and shot{_spread_words(first)}; "
+        f"{first['cpus']} cores{'; ' + note if note else ''}.",
         "",
         "| seed | `flwr run` | owners after screening | best iteration | the run's meta-val "
         "verdict |",
@@ -260,13 +261,32 @@ def markdown(runs: list[dict[str, Any]], agg: dict[str, Any], note: str) -> str:
     for domain, by_domain in agg.get("domains", {}).items():
         lines += [
             "",
-            f"Meta-test of the {domain} classes alone, {first['domain_tasks']} tasks per method, "
-            "protocol and shot (the tuned protocol at the rate chosen on the union's "
-            "meta-val), same statistics:",
+            f"Meta-test of the {domain} classes alone, {_domain_words(first)} (the tuned "
+            "protocol at the rate chosen on the meta-val of both domains), same statistics:",
             "",
             *table_lines(by_domain),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _spread_words(run: dict[str, Any]) -> str:
+    """How a multi-domain run's tasks were drawn (nothing for one domain)."""
+    if run.get("by_domain") and run.get("domain_rows"):
+        return (
+            " (each within one domain, the domains in turn: FREE's multi-domain protocol, "
+            "the mean over domains)"
+        )
+    return ""
+
+
+def _domain_words(run: dict[str, Any]) -> str:
+    """How one domain's table was measured: its share of the tasks, or tasks of its own."""
+    if run.get("by_domain"):
+        return (
+            f"the {run['domain_tasks']} tasks of that domain among each method's, protocol's "
+            "and shot's (every task drawn within one domain, the domains in turn)"
+        )
+    return f"{run['domain_tasks']} tasks per method, protocol and shot"
 
 
 def table_lines(agg: dict[str, Any]) -> list[str]:

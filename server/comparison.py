@@ -24,19 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from free_common.data.base import ClassImages
-from free_common.evaluation import EvalResult, HeadInit, confidence_interval, evaluate
+from free_common.evaluation import confidence_interval
 from free_common.free.best_teacher import rank_by_nearest_centroid
 from free_common.free.teachers import TeacherSource
 from free_common.models import Classifier, ModelSpec
 from free_common.protocols import (
-    PUBLISHED_LR,
     ProtocolResult,
     ProtocolSettings,
     TaskSetting,
@@ -47,7 +46,6 @@ from server.baselines import BaselineError, average_teachers, random_initialisat
 from server.workers import auto_workers, run_jobs
 
 __all__ = [
-    "DOMAIN_PROTOCOLS",
     "SHIP_CHOICES",
     "Candidate",
     "MethodResult",
@@ -298,151 +296,42 @@ def compare(
     return out
 
 
-DOMAIN_PROTOCOLS: tuple[str, ...] = ("tuned", "proto")
-"""The protocols :func:`by_domain` repeats on each domain's meta-test."""
+def by_domain(methods: Sequence[MethodResult]) -> dict[str, list[MethodResult]]:
+    """Each domain's share of :func:`compare`'s results, one table per domain.
 
-
-def by_domain(
-    candidates: Sequence[Candidate],
-    methods: Sequence[MethodResult],
-    test: ClassImages,
-    *,
-    n_way: int,
-    q_query: int,
-    settings: ProtocolSettings,
-    device: torch.device | str | None = None,
-    workers: int = 1,
-) -> dict[str, list[MethodResult]]:
-    """Each candidate on each domain's own meta-test, at the choices made on the union.
-
-    A multi-domain run (``data.test = "glyphs+icons"``) reports the union's meta-test with
-    :func:`compare`; this adds one table per domain, the domain's classes only, so a method
-    that serves one domain well and the other badly shows it. Nothing is chosen again:
-    the tuned protocol runs at the rate and head that ``methods`` chose on the union's
-    meta-val (what the shipped model is used with), and the prototype protocol needs no
-    choice. The tasks use ``settings.test_tasks`` and ``settings.test_seed`` on each
-    domain's classes. Each (domain, candidate, protocol, shot) evaluation is one job, run
-    in ``workers`` processes as :func:`compare` runs its jobs (in the multi-domain main job
-    the stage took 4.0 min in two one-thread workers, 5.5 min in two threads of the server
-    process; seeds 2 and 0 of ``scripts/results/main_job_mixed.md``).
+    In a multi-domain run (``data.test = "glyphs+icons"``) the comparison draws every task
+    within one domain, the domains in turn (``ProtocolSettings.by_domain``, FREE's
+    multi-domain protocol), so its mean is the mean over domains and its tasks split by
+    domain with no further evaluation: a method that serves one domain well and the other
+    badly shows it. The tuned protocol keeps the rate and head chosen on the meta-val of
+    all domains (what the shipped model is used with).
 
     Args:
-        candidates: what :func:`compare` was given, in the same order as ``methods``.
-        methods: :func:`compare`'s results on the union.
-        test: the union's meta-test split (its ``domains`` name each class's domain).
-        n_way: classes per task.
-        q_query: query images per class.
-        settings: task count, seed, fine-tuning steps and protocols (only those of
-            :data:`DOMAIN_PROTOCOLS` run).
-        device: where to run (default: CUDA when present).
-        workers: the ``compare.workers`` setting (0 = one worker process per usable core).
+        methods: :func:`compare`'s results (the tasks named by domain).
 
     Returns:
-        Domain -> one :class:`MethodResult` per candidate (``results`` holds the protocols
-        of :data:`DOMAIN_PROTOCOLS` that ran); empty for a single-domain split. A domain
-        with fewer than ``n_way`` meta-test classes is left out with a warning.
+        Domain -> one :class:`MethodResult` per method, in order (``results`` holds every
+        protocol and shot, on that domain's tasks; no meta-val score); empty when the tasks
+        were not drawn by domain (a single-domain split).
     """
-    parts: dict[str, ClassImages] = {}
-    for domain, part in test.by_domain().items():
-        if part.num_classes < n_way:
-            logger.warning(
-                "meta-test of domain %s skipped: %d classes, %d-way tasks need %d",
-                domain,
-                part.num_classes,
-                n_way,
-                n_way,
-            )
-            continue
-        parts[domain] = part
-    jobs = [
-        job
-        for domain in parts
-        for index, (cand, union) in enumerate(zip(candidates, methods, strict=True))
-        if cand.model is not None
-        for job in _domain_jobs(domain, index, cand, union, settings)
-    ]
-    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].lr is None, -jobs[i].k_shot))
-    processes = auto_workers(workers, len(jobs), pick_device(device))
-    shared = _Domains(parts, settings, device, n_way, q_query)
-    found = run_jobs(_domain_job, [jobs[i] for i in order], shared, workers=processes)
-    result_of = dict(zip(order, found, strict=True))  # the longest jobs ran first
-    out = {domain: [MethodResult(cand.name, cand.note) for cand in candidates] for domain in parts}
-    for i, job in enumerate(jobs):  # in the union's order: tuned then proto, shot by shot
-        protocol = "proto" if job.lr is None else "tuned"
-        out[job.domain][job.index].results.setdefault(protocol, {})[job.k_shot] = ProtocolResult(
-            protocol, result_of[i], job.lr, job.head, {}, job.at_edge
-        )
+    order: list[str] = []
+    for method in methods:
+        for by_shot in method.results.values():
+            for found in by_shot.values():
+                order += [d for d in dict.fromkeys(found.result.domains) if d not in order]
+    out: dict[str, list[MethodResult]] = {}
+    for domain in order:
+        rows = out.setdefault(domain, [])
+        for method in methods:
+            row = MethodResult(method.name, method.note)
+            rows.append(row)
+            for protocol, by_shot in method.results.items():
+                for k, found in by_shot.items():
+                    part = replace(found, result=found.result.of_domain(domain))
+                    row.results.setdefault(protocol, {})[k] = replace(
+                        part, val_accuracies=np.empty(0, dtype=np.float64)
+                    )
     return out
-
-
-@dataclass(frozen=True)
-class _Domains:
-    """What every job of :func:`by_domain` shares: each domain's meta-test and the task shape."""
-
-    parts: dict[str, ClassImages]
-    settings: ProtocolSettings
-    device: torch.device | str | None
-    n_way: int
-    q_query: int
-
-
-@dataclass(frozen=True)
-class _DomainJob:
-    """One candidate on one domain at one shot: prototypes (``lr`` None) or fine-tuning."""
-
-    domain: str
-    index: int
-    name: str
-    model: Classifier
-    k_shot: int
-    lr: float | None = None
-    head: str = "none"
-    at_edge: bool = False
-
-    def __str__(self) -> str:
-        how = "prototypes" if self.lr is None else f"tuned ({self.head} head, lr {self.lr:g})"
-        return f"{self.name} on {self.domain}, {self.k_shot}-shot, {how}"
-
-
-def _domain_jobs(
-    domain: str,
-    index: int,
-    cand: Candidate,
-    union: MethodResult,
-    settings: ProtocolSettings,
-) -> list[_DomainJob]:
-    """The evaluations of one candidate on one domain, at its choices on the union."""
-    assert cand.model is not None
-    base = _DomainJob(domain, index, cand.name, cand.model, 0)
-    jobs = []
-    if "tuned" in settings.protocols:
-        for k, tuned in union.results.get("tuned", {}).items():
-            if tuned.lr is not None:
-                jobs.append(
-                    replace(base, k_shot=k, lr=tuned.lr, head=tuned.head, at_edge=tuned.at_edge)
-                )
-    if "proto" in settings.protocols:
-        jobs.extend(replace(base, k_shot=k) for k in union.results.get("proto", {}))
-    return jobs
-
-
-def _domain_job(shared: _Domains, job: _DomainJob) -> EvalResult:
-    """Prototype accuracy (``lr`` None) or fine-tuned accuracy at ``lr``/``head`` on a domain."""
-    logger.info("meta-test %s", job)
-    return evaluate(
-        job.model,
-        shared.parts[job.domain],
-        n_way=shared.n_way,
-        k_shot=job.k_shot,
-        q_query=shared.q_query,
-        n_tasks=shared.settings.test_tasks,
-        mode="proto" if job.lr is None else "finetune",
-        head=cast(HeadInit, "learned" if job.lr is None else job.head),
-        steps=shared.settings.steps,
-        lr=PUBLISHED_LR if job.lr is None else job.lr,
-        seed=shared.settings.test_seed,
-        device=shared.device,
-    )
 
 
 def verdict(methods: Sequence[MethodResult], ship: str = "best") -> Verdict | None:

@@ -33,7 +33,6 @@ from free_common.protocols import PROTOCOLS, ProtocolSettings
 from free_common.run_config import DEFAULTS, RunConfig, RunConfigError
 from free_common.submission import demo_private_key
 from server.comparison import (
-    DOMAIN_PROTOCOLS,
     SHIP_CHOICES,
     Candidate,
     MethodResult,
@@ -135,8 +134,6 @@ class FederationSettings:
         compare_lrs: the tuned protocol's fine-tuning rates.
         compare_heads: the tuned protocol's head starts.
         compare_best_owner: include the best single owner's model in the comparison.
-        compare_domain_tasks: meta-test tasks on each domain's own classes in a multi-domain
-            run (0: the union's meta-test only).
         compare_workers: worker processes of the final comparison on CPU (0 = one per
             usable core, 1 = all in the server process; :mod:`server.workers`).
         preset: the FREE preset named by the run config (recorded with the results).
@@ -165,7 +162,6 @@ class FederationSettings:
     compare_lrs: tuple[float, ...] = _rates(DEFAULTS.get_str("compare.lrs"))
     compare_heads: tuple[str, ...] = _words(DEFAULTS.get_str("compare.heads"))
     compare_best_owner: bool = DEFAULTS.get_bool("compare.best-owner")
-    compare_domain_tasks: int = DEFAULTS.get_int("compare.domain-tasks")
     compare_workers: int = DEFAULTS.get_int("compare.workers")
     preset: str = DEFAULTS.get_str("preset")
     seed: int = DEFAULTS.get_int("seed")
@@ -195,15 +191,15 @@ class FederationSettings:
             raise SettingsError(
                 f"compare.workers must be >= 0 (0 = one per core), got {self.compare_workers}"
             )
-        if self.compare_domain_tasks < 0:
-            raise SettingsError(
-                f"compare.domain-tasks must be >= 0, got {self.compare_domain_tasks}"
-            )
         if not self.compare_lrs or min(self.compare_lrs) <= 0:
             raise SettingsError(f"compare.lrs must be positive rates, got {self.compare_lrs}")
 
     def protocol_settings(self, *, test_tasks: int, test_seed: int) -> ProtocolSettings:
-        """The final comparison's protocols (meta-test task count and seed from FREE's eval)."""
+        """The final comparison's protocols (meta-test task count and seed from FREE's eval).
+
+        On a split of several domains every task is drawn within one domain, the domains
+        in turn (FREE's multi-domain protocol; :func:`server.comparison.by_domain`).
+        """
         return ProtocolSettings(
             test_tasks=test_tasks,
             test_seed=test_seed,
@@ -211,6 +207,7 @@ class FederationSettings:
             lrs=self.compare_lrs,
             heads=self.compare_heads,
             protocols=self.compare_protocols,
+            by_domain=True,
         )
 
     @classmethod
@@ -245,7 +242,6 @@ class FederationSettings:
                 compare_lrs=_rates(c.get_str("compare.lrs")),
                 compare_heads=_words(c.get_str("compare.heads")),
                 compare_best_owner=c.get_bool("compare.best-owner"),
-                compare_domain_tasks=c.get_int("compare.domain-tasks"),
                 compare_workers=c.get_int("compare.workers"),
                 preset=c.get_str("preset"),
                 seed=c.get_int("seed"),
@@ -524,31 +520,13 @@ def accuracy_rows(methods: list[MethodResult], protocols: Sequence[str]) -> list
 
 
 def compare_domains(
-    candidates: list[Candidate],
-    methods: list[MethodResult],
-    config: FreeConfig,
-    settings: FederationSettings,
-    test_data: ClassImages,
+    methods: list[MethodResult], protocols: Sequence[str]
 ) -> dict[str, list[AccuracyRow]]:
-    """Each domain's own meta-test rows in a multi-domain run (empty for one domain).
+    """Each domain's rows in a multi-domain run: its share of the comparison's tasks.
 
-    The choices stay those made on the union's meta-val (:func:`server.comparison.by_domain`),
-    on ``compare.domain-tasks`` tasks per domain (none when it is 0).
+    Empty for one domain (:func:`server.comparison.by_domain`).
     """
-    if settings.compare_domain_tasks == 0:
-        return {}
-    ev = config.eval
-    ps = settings.protocol_settings(test_tasks=settings.compare_domain_tasks, test_seed=ev.seed)
-    found = by_domain(
-        candidates,
-        methods,
-        test_data,
-        n_way=ev.n_way,
-        q_query=ev.q_query,
-        settings=ps,
-        workers=settings.compare_workers,
-    )
-    return {domain: accuracy_rows(rows, DOMAIN_PROTOCOLS) for domain, rows in found.items()}
+    return {domain: accuracy_rows(rows, protocols) for domain, rows in by_domain(methods).items()}
 
 
 def server_signing_key(path: str, out_dir: Path) -> Ed25519PrivateKey:
@@ -734,7 +712,8 @@ def make_finisher(
             logger.warning(NOTHING_EVALUATED)
         else:
             methods, rows = compare_methods(candidates, settings, config, val_data, test_data)
-            domain_rows = compare_domains(candidates, methods, config, settings, test_data)
+            domain_rows = compare_domains(methods, settings.compare_protocols)
+        domain_tasks = config.eval.test_tasks // max(1, len(domain_rows))  # domains take turns
         judged = verdict(methods, settings.export_ship) if methods else None
         if judged is not None:
             margin = judged.free_margin
@@ -746,7 +725,7 @@ def make_finisher(
             title="FREE-Fed run report",
             rows=rows,
             domain_rows=domain_rows,
-            domain_tasks=settings.compare_domain_tasks,
+            domain_tasks=domain_tasks,
             n_way=config.eval.n_way,
             n_tasks=config.eval.test_tasks,
             curve=[] if result is None else meta_val_curve(result.history),
@@ -790,6 +769,7 @@ def make_finisher(
             "domain_rows": {
                 d: [dataclasses.asdict(r) for r in rs] for d, rs in domain_rows.items()
             },
+            "domain_tasks": domain_tasks if domain_rows else 0,
             "report": {k: str(v) for k, v in paths.items()},
             "export": artefacts,
             "best_iteration": None if result is None else result.best_iteration,

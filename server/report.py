@@ -342,8 +342,10 @@ def _domains_section(data: ReportData) -> list[str]:
     lines = [
         "## Meta-test by domain",
         "",
-        f"Each domain's meta-test classes alone, {data.domain_tasks} tasks; the tuned protocol at "
-        "the rate and head each method chose on the union's meta-val.",
+        f"Each domain's share of the meta-test tasks ({data.domain_tasks} each: every task is "
+        "drawn within one domain, the domains in turn, as FREE's multi-domain protocol does, "
+        "so the table above is the mean over domains); the tuned protocol at the rate and "
+        "head each method chose on the meta-val of all domains.",
         "",
     ]
     for domain, rows in data.domain_rows.items():

@@ -77,3 +77,46 @@ def test_subset_relabels_in_the_given_order():
     assert sub.class_names == ("c4", "c1") and sub.num_classes == 2
     assert sub.labels.tolist() == [0] * 8 + [1] * 8
     assert sub.images[0, 0, 0, 0] == 40 and sub.images[8, 0, 0, 0] == 10
+
+
+def _two_domains(first: int = 6, second: int = 6) -> ClassImages:
+    """``first`` classes of domain a, then ``second`` of domain b (pixel = class * 10)."""
+    split = make_split(num_classes=first + second)
+    return ClassImages(
+        split.name,
+        split.images,
+        split.labels,
+        split.class_names,
+        ("a",) * first + ("b",) * second,
+    )
+
+
+def test_by_domain_draws_every_task_within_one_domain_the_domains_in_turn():
+    data = _two_domains()
+    episodes = list(EpisodeSampler(data, 3, 1, 2, seed=4, by_domain=True).episodes(8))
+    assert [ep.domain for ep in episodes] == ["a", "b"] * 4
+    for ep in episodes:
+        assert {data.domains[c] for c in ep.classes} == {ep.domain}
+    # without it a task mixes domains (some of 40 draws do) and names none
+    mixed = list(EpisodeSampler(data, 3, 1, 2, seed=4).episodes(40))
+    assert {ep.domain for ep in mixed} == {""}
+    assert any(len({data.domains[c] for c in ep.classes}) == 2 for ep in mixed)
+
+
+def test_by_domain_changes_nothing_on_a_split_of_one_domain():
+    data = make_split()
+    plain = EpisodeSampler(data, 3, 1, 2, seed=5).episodes(6)
+    split = EpisodeSampler(data, 3, 1, 2, seed=5, by_domain=True).episodes(6)
+    for a, b in zip(plain, split, strict=True):
+        assert a.classes == b.classes and b.domain == ""
+        assert torch.equal(a.query_images, b.query_images)
+
+
+def test_a_domain_narrower_than_a_task_gets_none_and_says_so(caplog: pytest.LogCaptureFixture):
+    data = _two_domains(first=2, second=6)
+    with caplog.at_level("WARNING"):
+        episodes = list(EpisodeSampler(data, 3, 1, 2, seed=0, by_domain=True).episodes(4))
+    assert [ep.domain for ep in episodes] == ["b"] * 4
+    assert "domain a gets no 3-way task (2 usable classes)" in caplog.text
+    with pytest.raises(DatasetError, match="no domain has 4 classes"):
+        EpisodeSampler(_two_domains(first=3, second=3), 4, 1, 2, by_domain=True)

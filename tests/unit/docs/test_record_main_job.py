@@ -24,6 +24,7 @@ def _run(
     exit_code: int = 0,
     rows: list[dict[str, object]] | None = None,
     domain_rows: dict[str, list[dict[str, object]]] | None = None,
+    domain_tasks: int | None = None,
 ) -> Path:
     out = tmp_path / f"main-{seed}" / "out"
     out.mkdir(parents=True)
@@ -38,6 +39,10 @@ def _run(
     }
     if domain_rows is not None:
         summary["domain_rows"] = domain_rows
+    if domain_tasks is not None:  # each task within one domain: the domain's share
+        summary["domain_tasks"] = domain_tasks
+    else:  # before 2026-12-07: tasks of each domain's own, beside the union's
+        summary["settings"]["compare_domain_tasks"] = 300  # type: ignore[index]
     (out / "summary.json").write_text(json.dumps(summary))
     timing = {"flwr_run_s": seconds, "exit_code": exit_code, "owners": 3, "cpus": 2}
     (out / "timing.json").write_text(json.dumps(timing))
@@ -124,7 +129,7 @@ def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
         {"glyphs": _rows(0.80, 0.70, 0.75), "icons": _rows(0.50 + d, 0.55, 0.52)}
         for d in (0.0, 0.02)
     ]
-    runs = [_run(tmp_path, seed=s, domain_rows=domains[s]) for s in (0, 1)]
+    runs = [_run(tmp_path, seed=s, domain_rows=domains[s], domain_tasks=300) for s in (0, 1)]
     results = tmp_path / "results"
     assert record_main_job.main([*map(str, runs), "--out", str(results)]) == 0
     record = json.loads((results / "main_job.json").read_text())
@@ -132,8 +137,16 @@ def test_a_multi_domain_run_gets_a_table_per_domain(tmp_path: Path):
     icons = record["domains"]["icons"]["table"]["proto"]["FREE"]["1"]
     assert icons["seeds"] == [50.0, 52.0] and icons["worst"] == 50.0
     text = (results / "main_job.md").read_text()
-    assert "Meta-test of the icons classes alone, 600 tasks" in text
+    assert "Meta-test of the icons classes alone, the 300 tasks of that domain among" in text
+    assert "(each within one domain, the domains in turn: FREE's multi-domain protocol" in text
     assert "| prototypes (device) | FREE | 51.00 ± 1.41 (50.00) [1.00] |" in text
+    # a run recorded before the tasks were drawn by domain says how it was measured
+    old = tmp_path / "old"
+    runs = [_run(old, seed=s, domain_rows=domains[s]) for s in (0, 1)]
+    assert record_main_job.main([*map(str, runs), "--out", str(old / "r")]) == 0
+    text = (old / "r" / "main_job.md").read_text()
+    assert "Meta-test of the icons classes alone, 300 tasks per method" in text
+    assert "multi-domain protocol" not in text
     # a single-domain run has no such table
     single = tmp_path / "single"
     assert record_main_job.main([str(_run(single)), "--out", str(single / "r")]) == 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from free_common.data.sources import union
-from free_common.evaluation import evaluate
+from free_common.evaluation import EvaluationError
 from free_common.free.teachers import InMemoryTeachers, Teacher
 from free_common.models import ModelSpec, build_model
 from free_common.protocols import ProtocolSettings
@@ -118,72 +118,44 @@ def test_worker_processes_give_the_results_of_one_process(
                 assert ra.accuracies.tolist() == rb.accuracies.tolist()
 
 
-def test_each_domain_is_meta_tested_alone_at_the_choice_made_on_the_union() -> None:
+def test_each_domain_is_its_share_of_the_tasks_each_drawn_within_one_domain() -> None:
     glyphs, icons = blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)
     test = union([glyphs, icons], ["glyphs", "icons"])
     settings = ProtocolSettings(
-        test_tasks=3, val_tasks=2, lrs=(0.01, 0.3), heads=("zero",), protocols=("tuned", "proto")
-    )
+        test_tasks=6, val_tasks=2, lrs=(0.01, 0.3), heads=("zero",), protocols=("tuned", "proto"),
+        by_domain=True,
+    )  # fmt: skip
     cands = [random_candidate(SPEC, 0), average_candidate(InMemoryTeachers([]), SPEC)]
     methods = compare(cands, test, test, n_way=4, shots=(1,), q_query=2, settings=settings)
-    found = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings)
+    union_tuned = methods[0].results["tuned"][1]
+    assert union_tuned.result.domains == ("glyphs", "icons") * 3
+    found = by_domain(methods)
     assert list(found) == ["glyphs", "icons"]
     random_row, missing = found["icons"]
     assert missing.results == {}  # a candidate without a model stays empty
     tuned = random_row.results["tuned"][1]
-    chosen = methods[0].results["tuned"][1]
-    assert (tuned.lr, tuned.head) == (chosen.lr, chosen.head)  # nothing chosen again
-    alone = evaluate(
-        cands[0].model,  # type: ignore[arg-type]
-        test.by_domain()["icons"],
-        n_way=4,
-        k_shot=1,
-        q_query=2,
-        n_tasks=3,
-        mode="finetune",
-        head=chosen.head,  # type: ignore[arg-type]
-        lr=chosen.lr,  # type: ignore[arg-type]
-        seed=settings.test_seed,
-    )
-    assert tuned.result.accuracies.tolist() == alone.accuracies.tolist()
+    assert (tuned.lr, tuned.head) == (union_tuned.lr, union_tuned.head)  # nothing chosen again
+    assert tuned.result.n_tasks == 3
+    assert tuned.accuracies.tolist() == union_tuned.accuracies[1::2].tolist()
+    assert tuned.result.mean == pytest.approx(float(union_tuned.accuracies[1::2].mean()))
     assert set(random_row.results["proto"]) == {1}
-    # one domain: nothing to add; a domain narrower than the tasks is left out
-    assert by_domain(cands, methods, glyphs, n_way=4, q_query=2, settings=settings) == {}
-    narrow = union([blob_split(num_classes=3), icons], ["glyphs", "icons"])
-    assert list(by_domain(cands, methods, narrow, n_way=4, q_query=2, settings=settings)) == [
-        "icons"
-    ]
+    # the union's mean is the mean over domains: equal task counts
+    glyph_mean = found["glyphs"][0].results["tuned"][1].result.mean
+    assert union_tuned.result.mean == pytest.approx((glyph_mean + tuned.result.mean) / 2)
+    # one domain: nothing to split
+    plain = compare(cands, glyphs, glyphs, n_way=4, shots=(1,), q_query=2, settings=settings)
+    assert by_domain(plain) == {}
 
 
-def test_domain_jobs_in_worker_processes_give_the_results_of_one_process(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same evaluations in two spawned workers, filed in the union's order."""
-    monkeypatch.setattr("server.workers.usable_cpus", lambda: 2)
-    test = union([blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)],
-                 ["glyphs", "icons"])  # fmt: skip
-    settings = ProtocolSettings(
-        test_tasks=3, val_tasks=2, lrs=(0.01, 0.3), heads=("zero",), protocols=("tuned", "proto")
-    )
-    cands = [random_candidate(SPEC, 0), random_candidate(SPEC, 1)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        methods = compare(cands, test, test, n_way=4, shots=(1, 2), q_query=2, settings=settings)
-        here = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings)
-    finally:
-        torch.set_num_threads(threads)
-    apart = by_domain(cands, methods, test, n_way=4, q_query=2, settings=settings, workers=2)
-    assert list(apart) == list(here) == ["glyphs", "icons"]
-    for domain, rows in here.items():
-        for a, b in zip(rows, apart[domain], strict=True):
-            assert list(a.results) == list(b.results) == ["tuned", "proto"]
-            for protocol, by_shot in a.results.items():
-                assert list(by_shot) == list(b.results[protocol]) == [1, 2]
-                for k, ra in by_shot.items():
-                    rb = b.results[protocol][k]
-                    assert (ra.lr, ra.head) == (rb.lr, rb.head)
-                    assert ra.accuracies.tolist() == rb.accuracies.tolist()
+def test_a_domain_with_no_task_has_no_table_and_naming_it_is_an_error() -> None:
+    narrow = union([blob_split(num_classes=3), blob_split(num_classes=5)], ["glyphs", "icons"])
+    settings = ProtocolSettings(test_tasks=2, protocols=("proto",), by_domain=True)
+    methods = compare([random_candidate(SPEC, 0)], narrow, narrow, n_way=4, shots=(1,),
+                      q_query=2, settings=settings)  # fmt: skip
+    assert list(by_domain(methods)) == ["icons"]
+    result = methods[0].results["proto"][1].result
+    with pytest.raises(EvaluationError, match="no task of domain 'glyphs'"):
+        result.of_domain("glyphs")
 
 
 def _scores(**scores: float) -> list[MethodResult]:
@@ -261,7 +233,6 @@ def test_no_scores_no_verdict_and_a_bad_switch_is_refused() -> None:
         ("compare.protocols", "tuned,fixed"),
         ("compare.heads", "wide"),
         ("compare.val-tasks", 0),
-        ("compare.domain-tasks", -1),
         ("compare.workers", -1),
     ],
 )

@@ -91,7 +91,7 @@ def test_a_multi_domain_report_has_a_table_per_domain(tmp_path: Path) -> None:
     )
     text = paths["markdown"].read_text()
     section = text.split("## Meta-test by domain", 1)[1]
-    assert "classes alone, 7 tasks" in section
+    assert "share of the meta-test tasks (7 each" in section
     assert section.index("**glyphs**") < section.index("**icons**")
     assert "| tuned | FREE | 61.00 ± 2.00 |" in section
     assert "| prototypes (device) | FREE | 42.00 ± 3.00 |" in section
