@@ -23,12 +23,19 @@ from free_common.config import DEFAULT_PRESET, ConfigError, FreeConfig
 from free_common.data.base import DatasetError
 from free_common.data.sources import DataSource
 
-__all__ = ["DEFAULTS", "KEYS", "Key", "RunConfig", "RunConfigError", "Scalar"]
+__all__ = ["DEFAULTS", "KEYS", "REMOVED_KEYS", "Key", "RunConfig", "RunConfigError", "Scalar"]
 
 Scalar = bool | int | float | str
 """The value types Flower run configs hold."""
 
 _T = TypeVar("_T", bool, int, float, str)
+
+
+REMOVED_KEYS: dict[str, str] = {
+    "compare.domain-tasks": "since 2026-12-07 each domain's table is its share of the "
+    "comparison's tasks, every task drawn within one domain; drop the key",
+}
+"""Keys an earlier release declared: what replaced each (a clearer error than unknown)."""
 
 
 class RunConfigError(ValueError):
@@ -206,6 +213,9 @@ class RunConfig:
     def __init__(self, values: Mapping[str, object] | None = None) -> None:
         given = dict(values or {})
         unknown = sorted(k for k in given if k not in KEYS and not k.startswith("free."))
+        removed = [f"{k} ({REMOVED_KEYS[k]})" for k in unknown if k in REMOVED_KEYS]
+        if removed:
+            raise RunConfigError(f"removed run-config key(s): {'; '.join(removed)}")
         if unknown:
             raise RunConfigError(
                 f"unknown run-config key(s) {', '.join(unknown)}; the app declares the keys "

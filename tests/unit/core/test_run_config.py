@@ -61,6 +61,8 @@ def test_numbers_widen_unknown_keys_are_refused_and_free_keys_pass_to_the_preset
     assert RunConfig({"fed.round-timeout-s": 10}).get_float("fed.round-timeout-s") == 10.0
     with pytest.raises(RunConfigError, match="unknown run-config key.*fed.num-round\\b"):
         RunConfig({"fed.num-round": 2})
+    with pytest.raises(RunConfigError, match="removed run-config key.*compare.domain-tasks.*drop"):
+        RunConfig({"compare.domain-tasks": 300})
     with pytest.raises(RunConfigError, match="free.inversion.nope"):
         RunConfig({"free.inversion.nope": 1}).free_config()
     config = RunConfig({"preset": "test", "free.iterations": 7, "free.eval.shots": ""})

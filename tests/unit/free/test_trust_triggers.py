@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from free_common.config import ConfigError, FreeConfig, ScreeningConfig
 from free_common.free.screening import screen_teacher
 from free_common.free.teachers import Teacher
-from free_common.free.trust import triggers
+from free_common.free.trust import fingerprint, triggers
 from free_common.free.trust.checks import teacher_findings
 from free_common.free.trust.fingerprint import Fingerprint, scan_domain
 from free_common.free.trust.probes import TrustError
@@ -107,6 +107,33 @@ def test_the_scan_runs_on_the_domain_of_the_teachers_own_colour() -> None:
     assert [scan_domain(1, both_grey, domains, r) for r in (0, 1)] == [0, 1]  # undecided
     assert [scan_domain(3, both_grey, domains, r) for r in (0, 1)] == [0, 1]  # none matches
     assert scan_domain(1, probes, None, -1) == -1  # one domain: every probe
+
+
+@pytest.mark.parametrize(("channels", "scanned"), [(3, "colour"), (1, "grey")])
+def test_measure_teacher_scans_the_probes_of_the_teachers_own_colour(
+    monkeypatch: pytest.MonkeyPatch, channels: int, scanned: str
+) -> None:
+    """Wherever the recovery started, the scan gets only the probes of the teacher's colour."""
+    grey = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(2)).expand(6, 3, 16, 16)
+    colour = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    probes, domains = torch.cat([grey, colour]), torch.tensor([0] * 6 + [1] * 6)
+    wrong = 0 if scanned == "colour" else 1  # the recovery kept the other domain
+    scanned_probes: list[Tensor] = []
+
+    def fake_scan(_: Teacher, own: Tensor, __: ScreeningConfig) -> TriggerScan:
+        scanned_probes.append(own)
+        return TriggerScan((0.5,) * 3, (0.0,) * 3, 0.0, (0.1,) * 3)
+
+    monkeypatch.setattr(fingerprint, "best_recovery", lambda *_, **__: Recovery(1.0, 1.0, 0, wrong))
+    monkeypatch.setattr(fingerprint, "screening_scan", fake_scan)
+    teacher = random_teacher("r", tiny_spec(3, channels=channels), seed=0)
+    found = fingerprint.measure_teacher(teacher, probes, SCAN, domains)
+    assert found.recovery is not None and found.recovery.domain == wrong
+    assert len(scanned_probes) == 1 and found.trigger is not None
+    torch.testing.assert_close(scanned_probes[0], colour if scanned == "colour" else grey)
+    scanned_probes.clear()  # one domain: every probe
+    fingerprint.measure_teacher(teacher, probes, SCAN)
+    torch.testing.assert_close(scanned_probes[0], probes)
 
 
 def test_a_scan_below_the_limit_is_repeated_and_the_least_suspicious_one_kept(
