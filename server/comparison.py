@@ -327,9 +327,10 @@ def by_domain(methods: Sequence[MethodResult]) -> dict[str, list[MethodResult]]:
             rows.append(row)
             for protocol, by_shot in method.results.items():
                 for k, found in by_shot.items():
-                    part = replace(found, result=found.result.of_domain(domain))
                     row.results.setdefault(protocol, {})[k] = replace(
-                        part, val_accuracies=np.empty(0, dtype=np.float64)
+                        found,
+                        result=found.result.of_domain(domain),
+                        val_accuracies=np.empty(0, dtype=np.float64),
                     )
     return out
 

@@ -519,14 +519,14 @@ def accuracy_rows(methods: list[MethodResult], protocols: Sequence[str]) -> list
     return rows
 
 
-def compare_domains(
-    methods: list[MethodResult], protocols: Sequence[str]
-) -> dict[str, list[AccuracyRow]]:
+def compare_domains(methods: list[MethodResult]) -> dict[str, list[AccuracyRow]]:
     """Each domain's rows in a multi-domain run: its share of the comparison's tasks.
 
-    Empty for one domain (:func:`server.comparison.by_domain`).
+    The protocols are those that ran (without meta-val data, no ``tuned``). Empty for one
+    domain (:func:`server.comparison.by_domain`).
     """
-    return {domain: accuracy_rows(rows, protocols) for domain, rows in by_domain(methods).items()}
+    ran = {protocol for method in methods for protocol in method.results}
+    return {domain: accuracy_rows(rows, tuple(ran)) for domain, rows in by_domain(methods).items()}
 
 
 def server_signing_key(path: str, out_dir: Path) -> Ed25519PrivateKey:
@@ -712,7 +712,7 @@ def make_finisher(
             logger.warning(NOTHING_EVALUATED)
         else:
             methods, rows = compare_methods(candidates, settings, config, val_data, test_data)
-            domain_rows = compare_domains(methods, settings.compare_protocols)
+            domain_rows = compare_domains(methods)
         domain_tasks = config.eval.test_tasks // max(1, len(domain_rows))  # domains take turns
         judged = verdict(methods, settings.export_ship) if methods else None
         if judged is not None:

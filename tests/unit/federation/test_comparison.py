@@ -147,6 +147,20 @@ def test_each_domain_is_its_share_of_the_tasks_each_drawn_within_one_domain() ->
     assert by_domain(plain) == {}
 
 
+def test_the_domain_rows_hold_the_protocols_that_ran_and_no_empty_ones() -> None:
+    from server.federation import compare_domains
+
+    test = union([blob_split(num_classes=4, per_class=6, seed=1), blob_split(num_classes=5)],
+                 ["glyphs", "icons"])  # fmt: skip
+    settings = ProtocolSettings(test_tasks=2, protocols=("proto",), by_domain=True)  # no meta-val
+    methods = compare([random_candidate(SPEC, 0)], test, test, n_way=4, shots=(1,), q_query=2,
+                      settings=settings)  # fmt: skip
+    rows = compare_domains(methods)
+    assert list(rows) == ["glyphs", "icons"]
+    for domain_rows in rows.values():
+        assert [(r.protocol, list(r.shots)) for r in domain_rows] == [("proto", [1])]
+
+
 def test_a_domain_with_no_task_has_no_table_and_naming_it_is_an_error() -> None:
     narrow = union([blob_split(num_classes=3), blob_split(num_classes=5)], ["glyphs", "icons"])
     settings = ProtocolSettings(test_tasks=2, protocols=("proto",), by_domain=True)
