@@ -7,16 +7,26 @@ agreement) run again over every teacher that passed alone, in acceptance order, 
 verdict can change as peers arrive (a copy is caught when its original is present, a
 false name when a peer holds the name). Verdicts and fingerprints are plain data, so the
 FREE trainer checkpoints them and a resumed run never measures a teacher twice.
+
+A screen may also share a memo of teachers screened alone (:class:`PoolScreen`'s ``memo``),
+keyed by what the measurement depends on: the teacher's id, spec, class keys and every
+weight's bytes, the screening settings and the probe images. A benchmark that screens the
+same teacher in many pools (``scripts/bench/poison.py``) then measures it once; the
+measurement is deterministic for that key, so the verdict is the one a new measurement
+would give, and its ``seconds`` are those of the measurement.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
@@ -28,7 +38,7 @@ from free_common.free.trust.checks import Finding, UnitMatch, pool_findings
 from free_common.free.trust.fingerprint import Fingerprint
 from free_common.free.trust.representations import UnitFeatures, unit_features, unit_match
 
-__all__ = ["LOAD_ERRORS", "PoolScreen", "Verdict"]
+__all__ = ["LOAD_ERRORS", "PoolScreen", "ScreenedAlone", "Verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +51,10 @@ Verdict = dict[str, Any]
 ``confidence`` of its recovery, ``findings`` (every failed check: ``check``, ``exclude``,
 ``value``, ``limit``, ``reason``, ``other``) and ``seconds`` (its screening time)."""
 
+ScreenedAlone = dict[str, Any]
+"""A memo entry: ``verdict`` (before the pool checks), ``fingerprint``
+(:meth:`Fingerprint.to_state`, or None) and ``alone`` (the findings of the teacher alone)."""
+
 
 class PoolScreen:
     """Screens the teachers of a pool as they arrive and keeps their verdicts.
@@ -52,6 +66,8 @@ class PoolScreen:
         max_classes: the meta-learner's head size.
         probe_domains: (N,) domain index of each probe when the meta-val set joins several
             domains, else None.
+        memo: teachers already screened alone, shared between screens (module docstring);
+            None: every new id is measured.
     """
 
     def __init__(
@@ -61,11 +77,14 @@ class PoolScreen:
         *,
         max_classes: int,
         probe_domains: Tensor | None = None,
+        memo: MutableMapping[str, ScreenedAlone] | None = None,
     ) -> None:
         self.config = config
         self.probes = probes
         self.probe_domains = probe_domains
         self.max_classes = max_classes
+        self.memo = memo
+        self._settings_digest = _settings_digest(config, probes, probe_domains, max_classes)
         self.verdicts: dict[str, Verdict] = {}
         self.fingerprints: dict[str, Fingerprint] = {}
         self._alone: dict[str, list[Finding]] = {}
@@ -114,6 +133,9 @@ class PoolScreen:
             return _verdict(ScreeningResult(teacher_id, False, nan, nan, f"cannot load: {err}"))
         if not self.config.enabled:
             return _verdict(ScreeningResult(teacher_id, True, nan, nan, ""))
+        key = None if self.memo is None else self._memo_key(teacher)
+        if self.memo is not None and key is not None and key in self.memo:
+            return self._recalled(teacher_id, self.memo[key])
         try:
             result = screen_teacher(
                 teacher,
@@ -129,7 +151,33 @@ class PoolScreen:
         self._alone[teacher_id] = list(result.findings)
         verdict = _verdict(result)
         verdict["seconds"] = time.perf_counter() - started
+        if self.memo is not None and key is not None:
+            self.memo[key] = {
+                "verdict": dict(verdict),
+                "fingerprint": None
+                if result.fingerprint is None
+                else result.fingerprint.to_state(),
+                "alone": [asdict(f) for f in result.findings],
+            }
         return verdict
+
+    def _memo_key(self, teacher: Teacher) -> str:
+        """What a teacher's screening alone depends on, hashed (module docstring)."""
+        digest = hashlib.sha256(self._settings_digest.encode())
+        digest.update(
+            json.dumps([teacher.teacher_id, teacher.spec.to_json(), teacher.class_keys]).encode()
+        )
+        for name, tensor in sorted(teacher.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(_tensor_bytes(tensor))
+        return digest.hexdigest()
+
+    def _recalled(self, teacher_id: str, entry: ScreenedAlone) -> Verdict:
+        """The verdict alone of a memo entry; its fingerprint and findings kept as measured."""
+        if entry["fingerprint"] is not None:
+            self.fingerprints[teacher_id] = Fingerprint.from_state(entry["fingerprint"])
+        self._alone[teacher_id] = [Finding(**f) for f in entry["alone"]]
+        return dict(entry["verdict"])
 
     def _judge_pool(self, ids: Sequence[str], load: Callable[[str], Teacher]) -> None:
         """Pool checks over the teachers that passed alone; update every verdict."""
@@ -173,6 +221,24 @@ class PoolScreen:
             return None if ours is None or theirs is None else unit_match(ours, theirs)
 
         return match
+
+
+def _settings_digest(
+    config: ScreeningConfig, probes: Tensor, probe_domains: Tensor | None, max_classes: int
+) -> str:
+    """Hash of everything besides the teacher that its screening alone depends on."""
+    digest = hashlib.sha256(json.dumps([asdict(config), max_classes], sort_keys=True).encode())
+    digest.update(_tensor_bytes(probes))
+    if probe_domains is not None:
+        digest.update(_tensor_bytes(probe_domains))
+    return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: Tensor) -> bytes:
+    """A tensor's dtype, shape and values as bytes."""
+    plain = tensor.detach().to("cpu").contiguous()
+    header = f"{plain.dtype}{tuple(plain.shape)}".encode()
+    return header + plain.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _verdict(result: ScreeningResult) -> Verdict:

@@ -14,7 +14,11 @@ Two parts, each resumable (one JSON per unit under ``<out>/poison_units/<preset>
 
 - ``detection`` (no FREE training): per (level, seed), every teacher of the poisoned pool
   screened as the FREE trainer screens it (``FreeTrainer.screen_pool``); per check, the
-  share of each attack it flags and the share of honest teachers it flags. An honest
+  share of each attack it flags and the share of honest teachers it flags. A teacher met
+  again in a later unit (an honest teacher is in every pool of every seed) is not measured
+  again: its screening alone is recalled from a memo keyed by its weights, the screening
+  settings and the probes (``server.trust.PoolScreen``'s ``memo``, kept beside the built
+  attacks), and the pool checks run afresh on each pool. An honest
   teacher whose training failed (its own held-out accuracy under :data:`BROKEN_BELOW`) is
   reported apart, by name: excluding it is right, not a false positive.
 - ``accuracy``: per (level, defences on/off, seed), FREE trained through its public API
@@ -64,6 +68,7 @@ from scripts.bench import poison_attacks as attacks
 from scripts.bench.accuracy_presets import BENCH_MAX_LOGIT
 from scripts.bench.teacher_pool import DEFAULT_CACHE, PoolSettings, build_pool, load_split
 from server.free_training import FreeTrainer, FreeTrainingError
+from server.trust import ScreenedAlone
 
 __all__ = ["PRESETS", "PoisonPreset", "compose_pool", "main", "run"]
 
@@ -404,9 +409,17 @@ def _teacher_rows(
 
 
 def _detection_unit(
-    preset: PoisonPreset, pool: list[attacks.Model], data: ClassImages, seed: int, work: Path
+    preset: PoisonPreset,
+    pool: list[attacks.Model],
+    data: ClassImages,
+    seed: int,
+    work: Path,
+    memo: dict[str, ScreenedAlone],
 ) -> dict[str, Any]:
-    """Screen the poisoned pool as the trainer does (no training) and record the verdicts."""
+    """Screen the poisoned pool as the trainer does (no training) and record the verdicts.
+
+    ``memo``: teachers screened alone in earlier units (filled as teachers are measured).
+    """
     val = load_split(preset.dataset, "val")
     trainer = FreeTrainer(
         preset.free_config(seed, defences=True),
@@ -415,6 +428,7 @@ def _detection_unit(
         test_data=None,
         work_dir=work,
     )
+    trainer.screen.memo = memo
     started = time.perf_counter()
     verdicts = trainer.screen_pool()
     return {"rows": _teacher_rows(pool, verdicts), "seconds": time.perf_counter() - started}
@@ -503,6 +517,24 @@ def _store_attacks(path: Path, built: dict[int, attacks.Model]) -> None:
     os.replace(tmp, path)
 
 
+def _memo_file(work_dir: Path, preset_name: str) -> Path:
+    return work_dir / preset_name / "screened-alone.pt"
+
+
+def _load_memo(path: Path) -> dict[str, ScreenedAlone]:
+    if not path.is_file():
+        return {}
+    memo: dict[str, ScreenedAlone] = torch.load(path, weights_only=False)
+    return memo
+
+
+def _store_memo(path: Path, memo: dict[str, ScreenedAlone]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(memo, tmp)
+    os.replace(tmp, path)
+
+
 def _level_name(level: float) -> str:
     return f"level{round(100 * level):02d}"
 
@@ -529,6 +561,8 @@ def run(
     torch.set_num_threads(1)
     units = out_dir / "poison_units" / preset_name
     members, data, broken = _members(preset, pool_cache)
+    memo_file = _memo_file(work_dir, preset_name)
+    memo = _load_memo(memo_file) if "detection" in parts else {}
     for seed in preset.seeds:
         cache_file = _attack_cache(work_dir, preset_name, seed)
         built = _load_attacks(cache_file)
@@ -539,7 +573,10 @@ def run(
                 _store_attacks(cache_file, built)
                 known = len(built)
             if "detection" in parts:
-                _run_unit(preset, (units, work_dir), pool, data, level, seed)
+                known_teachers = len(memo)
+                _run_unit(preset, (units, work_dir), pool, data, level, seed, memo=memo)
+                if len(memo) > known_teachers:
+                    _store_memo(memo_file, memo)
             if "accuracy" in parts:
                 for defence in DEFENCES:
                     _run_unit(preset, (units, work_dir), pool, data, level, seed, defence)
@@ -561,10 +598,12 @@ def _run_unit(
     level: float,
     seed: int,
     defence: str | None = None,
+    memo: dict[str, ScreenedAlone] | None = None,
 ) -> None:
     """Run one unit unless it is already measured with these settings.
 
-    ``defence`` None: the detection unit; ``"on"``/``"off"``: the accuracy unit.
+    ``defence`` None: the detection unit (``memo``: the teachers screened alone so far);
+    ``"on"``/``"off"``: the accuracy unit.
     """
     units, work_dir = dirs
     if defence is None:
@@ -578,7 +617,7 @@ def _run_unit(
         return
     logger.info("%s: %s seed %d", path.parent.name, path.stem, seed)
     if defence is None:
-        unit = _detection_unit(preset, pool, data, seed, work)
+        unit = _detection_unit(preset, pool, data, seed, work, {} if memo is None else memo)
     else:
         unit = {"defences": defence}
         unit |= _accuracy_unit(preset, pool, data, seed, defence == "on", work)

@@ -12,6 +12,13 @@ from scripts.bench import poison as bench_poison
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
+def _rows(root: Path, unit: str) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = json.loads(
+        (root / "detection" / f"{unit}-seed0.json").read_text()
+    )["rows"]
+    return rows
+
+
 def test_poison_smoke_writes_the_report_and_resumes_without_recomputing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -36,6 +43,13 @@ def test_poison_smoke_writes_the_report_and_resumes_without_recomputing(
     assert detection["honest_teachers"] + failed_trainings == 6 + 3  # every honest row
     for name in ("poison_smoke.md", "poison_smoke.png"):
         assert (out / name).stat().st_size > 0
+    # 12 rows over two pools, 9 distinct teachers: the 6 honest ones of the clean pool are
+    # met again beside 3 attacks and screened alone once (the memo beside the attacks)
+    memo = bench_poison._load_memo(bench_poison._memo_file(work, "smoke"))
+    assert len(memo) == 9
+    assert sorted(v["verdict"]["teacher_id"] for v in memo.values()) == sorted(
+        {row["teacher"] for unit in ("level00", "level50") for row in _rows(root, unit)}
+    )
 
     def recompute(*_: object, **__: object) -> None:
         raise AssertionError("a finished unit was measured again")

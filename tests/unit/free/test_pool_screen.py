@@ -154,6 +154,69 @@ def test_each_teacher_is_measured_once_and_a_restored_screen_measures_nothing(
     assert restored.fingerprints.keys() == screen.fingerprints.keys() == {"t0", "t1", "t2"}
 
 
+def test_a_memo_screens_a_teacher_met_in_another_pool_once_with_the_same_verdict(
+    teachers: list[Teacher], val_split: ClassImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo: dict[str, trust.ScreenedAlone] = {}
+    first = PoolScreen(CFG, probe_images(val_split, CFG.probe_images), max_classes=5, memo=memo)
+    pool = InMemoryTeachers([teachers[0], teachers[1], _copy(teachers[0], "copy")])
+    first.screen(pool.ids(), pool.load)
+    assert len(memo) == 3
+    measured = screening.measure_teacher
+    calls: list[str] = []
+
+    def counted(teacher: Teacher, *args: object, **kwargs: object) -> object:
+        calls.append(teacher.teacher_id)
+        return measured(teacher, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(screening, "measure_teacher", counted)
+    # another pool holding t0 and its copy beside a new teacher: only that one is measured;
+    # then a teacher with the id of a screened one but other weights is measured too
+    changed = _copy(teachers[1], "t1", noise=0.5)
+    again = PoolScreen(CFG, probe_images(val_split, CFG.probe_images), max_classes=5, memo=memo)
+    other = InMemoryTeachers([teachers[2], teachers[0], _copy(teachers[0], "copy")])
+    again.screen(other.ids(), other.load)
+    assert calls == ["t2"]
+    assert again.verdicts["copy"] == first.verdicts["copy"]  # judged against t0 again
+    assert not again.verdicts["copy"]["accepted"]
+    assert again.verdicts["t0"]["seconds"] == first.verdicts["t0"]["seconds"]  # as measured
+    changed_pool = InMemoryTeachers([changed])
+    PoolScreen(CFG, probe_images(val_split, CFG.probe_images), max_classes=5, memo=memo).screen(
+        changed_pool.ids(), changed_pool.load
+    )
+    assert calls == ["t2", "t1"]
+    # other settings or other probes: nothing is recalled
+    stricter = replace(CFG, min_accuracy=0.75)
+    PoolScreen(
+        stricter, probe_images(val_split, CFG.probe_images), max_classes=5, memo=memo
+    ).screen(["t0"], other.load)
+    PoolScreen(CFG, probe_images(val_split, 30), max_classes=5, memo=memo).screen(
+        ["t0"], other.load
+    )
+    assert calls == ["t2", "t1", "t0", "t0"]
+
+
+def test_a_recalled_screening_equals_a_fresh_one(
+    teachers: list[Teacher], val_split: ClassImages
+) -> None:
+    memo: dict[str, trust.ScreenedAlone] = {}
+    pool = InMemoryTeachers(teachers)
+    probes = probe_images(val_split, CFG.probe_images)
+    PoolScreen(CFG, probes, max_classes=5, memo=memo).screen(pool.ids(), pool.load)
+    fresh = PoolScreen(CFG, probes, max_classes=5)
+    fresh.screen(pool.ids(), pool.load)
+    recalled = PoolScreen(CFG, probes, max_classes=5, memo=memo)
+    recalled.screen(pool.ids(), pool.load)
+    for teacher_id in pool.ids():
+        a, b = fresh.verdicts[teacher_id], recalled.verdicts[teacher_id]
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+        assert torch.equal(
+            fresh.fingerprints[teacher_id].logits, recalled.fingerprints[teacher_id].logits
+        )
+
+
 def test_disabled_screening_accepts_whatever_loads(
     teachers: list[Teacher], val_split: ClassImages
 ) -> None:
