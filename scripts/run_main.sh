@@ -26,6 +26,9 @@ if [[ "${1:-}" != "__inner__" ]]; then
   export FLWR_HOME="$FREEFED_RUN_DIR/flwr-home"
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PYTHONDONTWRITEBYTECODE=1
+  # Ray folds log lines that differ only in their numbers into one "[repeated Nx across
+  # cluster]" line, which hid all but one owner's training line: print every owner's.
+  export RAY_DEDUP_LOGS="${RAY_DEDUP_LOGS:-0}"
   # glibc malloc: keep freed memory instead of returning it to the kernel after every large
   # tensor (mallopt(3) thresholds, 256 MiB); the CPU kernels otherwise spend their time on
   # fresh zeroed pages (python -m scripts.bench.allocator; a user's own setting wins).

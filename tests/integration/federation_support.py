@@ -24,13 +24,29 @@ FAST = (
 def run_main(
     run_dir: Path, owners: int, run_config: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """``scripts/run_main.sh`` with ``owners`` simulated owners and extra run config."""
+    """``scripts/run_main.sh`` with ``owners`` simulated owners and extra run config.
+
+    Past ``timeout`` the script gets SIGTERM, so that its trap stops the SuperLink and the
+    simulation it started (a SIGKILL would leave them running), then SIGKILL if it has not
+    exited 60 s later; ``subprocess.TimeoutExpired`` is raised with its output.
+    """
     env = dict(os.environ)
     env.update(FREEFED_BIN=str(BIN), FREEFED_OWNERS=str(owners), FREEFED_RUN_DIR=str(run_dir))
-    return subprocess.run(
-        ["bash", str(REPO / "scripts" / "run_main.sh"), "--run-config", run_config],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-    )  # fmt: skip
+    command = ["bash", str(REPO / "scripts" / "run_main.sh"), "--run-config", run_config]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                stdout, stderr = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from free_common.proto.v1 import export_pb2
 
-from .federation_support import FAST, REPO, processes_mentioning, run_main
+from .federation_support import FAST, REPO, processes_mentioning, run_main, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -50,6 +50,9 @@ def test_run_main_small_federation(small_run: SmallRun) -> None:
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert "FREE-Fed results (meta-test)" in log
+    for owner in range(4):  # every owner's training line, in both rounds (no Ray dedup)
+        trained = re.findall(rf"owner-{owner:03d}: trained \w+ in [\d.]+ s, hold-out", log)
+        assert len(trained) == 2, f"owner-{owner:03d}: {len(trained)} training lines"
     for protocol in ("tuned", "prototypes (device)"):
         for method in ("FREE", "Random", "Average", "Best owner"):
             assert f"| {protocol} | {method} (" in log
@@ -188,3 +191,12 @@ def test_same_seed_gives_the_same_meta_learner(tmp_path: Path) -> None:
     assert learners[0].keys() == learners[1].keys()
     for name, tensor in learners[0].items():
         assert torch.equal(tensor, learners[1][name]), name
+
+
+def test_a_run_stopped_at_its_timeout_leaves_nothing_running(tmp_path: Path) -> None:
+    """The harness's timeout stops the script through its trap, SuperLink and Ray included."""
+    run_dir = tmp_path / "stopped"
+    with pytest.raises(subprocess.TimeoutExpired) as stopped:
+        run_main(run_dir, owners=2, run_config=FAST, timeout=20)
+    assert "stopping the local SuperLink" in str(stopped.value.stdout)
+    assert wait_until(lambda: not processes_mentioning(str(run_dir / "flwr-home")), 30)
