@@ -11,9 +11,10 @@ FREE trainer checkpoints them and a resumed run never measures a teacher twice.
 A screen may also share a memo of teachers screened alone (:class:`PoolScreen`'s ``memo``),
 keyed by what the measurement depends on: the teacher's id, spec, class keys and every
 weight's bytes, the screening settings and the probe images. A benchmark that screens the
-same teacher in many pools (``scripts/bench/poison.py``) then measures it once; the
-measurement is deterministic for that key, so the verdict is the one a new measurement
-would give, and its ``seconds`` are those of the measurement.
+same teacher in many pools (``scripts/bench/poison.py``) then measures it once; on one
+host the measurement is deterministic for that key, so the verdict is the one a new
+measurement would give, and its ``seconds`` are those of the measurement. A memo carried
+to another host holds that host's measurements.
 """
 
 from __future__ import annotations
