@@ -19,7 +19,6 @@ to another host holds that host's measurements.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -27,7 +26,8 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from safetensors import SafetensorError
 from torch import Tensor
 
@@ -38,6 +38,7 @@ from free_common.free.teachers import Teacher
 from free_common.free.trust.checks import Finding, UnitMatch, pool_findings
 from free_common.free.trust.fingerprint import Fingerprint
 from free_common.free.trust.representations import UnitFeatures, unit_features, unit_match
+from free_common.submission import canonical_digest
 
 __all__ = ["LOAD_ERRORS", "PoolScreen", "ScreenedAlone", "Verdict"]
 
@@ -164,14 +165,9 @@ class PoolScreen:
 
     def _memo_key(self, teacher: Teacher) -> str:
         """What a teacher's screening alone depends on, hashed (module docstring)."""
-        digest = hashlib.sha256(self._settings_digest.encode())
-        digest.update(
-            json.dumps([teacher.teacher_id, teacher.spec.to_json(), teacher.class_keys]).encode()
-        )
-        for name, tensor in sorted(teacher.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(_tensor_bytes(tensor))
-        return digest.hexdigest()
+        identity = [self._settings_digest, teacher.teacher_id, teacher.spec.to_json()]
+        weights = {k: _array(v) for k, v in teacher.model.state_dict().items()}
+        return canonical_digest(json.dumps([*identity, teacher.class_keys]).encode(), weights).hex()
 
     def _recalled(self, teacher_id: str, entry: ScreenedAlone) -> Verdict:
         """The verdict alone of a memo entry; its fingerprint and findings kept as measured."""
@@ -228,18 +224,16 @@ def _settings_digest(
     config: ScreeningConfig, probes: Tensor, probe_domains: Tensor | None, max_classes: int
 ) -> str:
     """Hash of everything besides the teacher that its screening alone depends on."""
-    digest = hashlib.sha256(json.dumps([asdict(config), max_classes], sort_keys=True).encode())
-    digest.update(_tensor_bytes(probes))
+    settings = json.dumps([asdict(config), max_classes], sort_keys=True).encode()
+    tensors = {"probes": _array(probes)}
     if probe_domains is not None:
-        digest.update(_tensor_bytes(probe_domains))
-    return digest.hexdigest()
+        tensors["probe_domains"] = _array(probe_domains)
+    return canonical_digest(settings, tensors).hex()
 
 
-def _tensor_bytes(tensor: Tensor) -> bytes:
-    """A tensor's dtype, shape and values as bytes."""
-    plain = tensor.detach().to("cpu").contiguous()
-    header = f"{plain.dtype}{tuple(plain.shape)}".encode()
-    return header + plain.reshape(-1).view(torch.uint8).numpy().tobytes()
+def _array(tensor: Tensor) -> npt.NDArray[np.generic]:
+    """A CPU numpy view of ``tensor``, for :func:`canonical_digest`."""
+    return tensor.detach().to("cpu").numpy()
 
 
 def _verdict(result: ScreeningResult) -> Verdict:

@@ -511,9 +511,14 @@ def _load_attacks(path: Path) -> dict[int, attacks.Model]:
 
 
 def _store_attacks(path: Path, built: dict[int, attacks.Model]) -> None:
+    _torch_save(path, [{"rank": k, **vars(m)} for k, m in sorted(built.items())])
+
+
+def _torch_save(path: Path, value: object) -> None:
+    """Atomic ``torch.save`` (a half-written cache file is never read as a finished one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save([{"rank": k, **vars(m)} for k, m in sorted(built.items())], tmp)
+    torch.save(value, tmp)
     os.replace(tmp, path)
 
 
@@ -526,13 +531,6 @@ def _load_memo(path: Path) -> dict[str, ScreenedAlone]:
         return {}
     memo: dict[str, ScreenedAlone] = torch.load(path, weights_only=False)
     return memo
-
-
-def _store_memo(path: Path, memo: dict[str, ScreenedAlone]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(memo, tmp)
-    os.replace(tmp, path)
 
 
 def _level_name(level: float) -> str:
@@ -576,7 +574,7 @@ def run(
                 known_teachers = len(memo)
                 _run_unit(preset, (units, work_dir), pool, data, level, seed, memo=memo)
                 if len(memo) > known_teachers:
-                    _store_memo(memo_file, memo)
+                    _torch_save(memo_file, memo)
             if "accuracy" in parts:
                 for defence in DEFENCES:
                     _run_unit(preset, (units, work_dir), pool, data, level, seed, defence)
